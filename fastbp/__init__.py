@@ -1,0 +1,16 @@
+"""fastbp: fast CPU training of multi-layer perceptrons by backpropagation.
+
+    >>> import numpy as np, fastbp
+    >>> net = fastbp.Network([784, 256, 10], activation="relu", loss="cross_entropy", seed=0)
+    >>> net.fit(X, y, epochs=5, batch_size=32, lr=0.1)
+
+fastbp.reference holds the same network in plain NumPy (the oracle and the baseline);
+fastbp.kernels exposes each compiled hot loop on its own.
+"""
+
+from ._version import __version__
+from .network import Network, load
+from ._config import show_config
+from . import kernels, reference
+
+__all__ = ["Network", "load", "show_config", "kernels", "reference", "__version__"]

@@ -1,0 +1,60 @@
+"""Names, codes and initialization shared by fastbp.Network and fastbp.reference.Network.
+
+The integer codes must match the enums in src/_activations.pxd and src/_losses.pxd.
+"""
+
+import numpy as np
+
+# Hidden (and mse output) activations: name -> code used by the compiled kernels.
+ACTIVATIONS = {
+    "identity": 0,
+    "relu": 1,
+    "leaky_relu": 2,
+    "sigmoid": 3,
+    "tanh": 4,
+    "gelu": 5,
+}
+ACTIVATION_ALIASES = {"logistic": "sigmoid", "linear": "identity"}
+LEAKY_RELU_SLOPE = 0.01
+
+# Losses: name -> (code, output activation it implies, or None when free (mse)).
+LOSSES = {
+    "cross_entropy": (0, "softmax"),
+    "binary_cross_entropy": (1, "sigmoid"),
+    "mse": (2, None),
+}
+
+SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def canonical_activation(name, argname="activation"):
+    """Return the canonical activation name for `name` or raise."""
+    if not isinstance(name, str):
+        raise TypeError(f"{argname} must be a string naming an activation; got {name!r}")
+    key = ACTIVATION_ALIASES.get(name.lower(), name.lower())
+    if key not in ACTIVATIONS:
+        choices = ", ".join(repr(n) for n in list(ACTIVATIONS) + list(ACTIVATION_ALIASES))
+        raise ValueError(f"{argname} must be one of {choices}; got {name!r}")
+    return key
+
+
+def init_parameters(rng, layer_sizes, dtype):
+    """Initial (weights, biases) for `layer_sizes`, drawn from `rng`.
+
+    Weights: Glorot/Xavier uniform, U(-r, r) with r = sqrt(6 / (fan_in + fan_out)),
+    drawn in float64 then rounded to `dtype`, so float32 and float64 networks with the
+    same seed start from the same values up to rounding. Biases: zero.
+    Both fastbp.Network and fastbp.reference.Network call this, which is what makes
+    "same seed, same initial parameters" hold.
+    """
+    weights, biases = [], []
+    for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:]):
+        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        weights.append(rng.uniform(-bound, bound, size=(fan_in, fan_out)).astype(dtype))
+        biases.append(np.zeros(fan_out, dtype=dtype))
+    return weights, biases
+
+
+def batch_slices(n_samples, batch_size):
+    """Start/stop of each minibatch; the last one may be shorter (nothing is dropped)."""
+    return [(s, min(s + batch_size, n_samples)) for s in range(0, n_samples, batch_size)]

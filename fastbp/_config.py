@@ -1,0 +1,46 @@
+"""fastbp.show_config(): what this installation was built with and what it will run."""
+
+import platform
+import sys
+
+import numpy as np
+
+from ._runtime import build_info
+from ._validation import effective_n_threads
+from ._version import __version__
+
+
+def config():
+    """The facts show_config prints, as a dict."""
+    info = build_info()
+    return {
+        "fastbp": __version__,
+        "python": sys.version.split()[0],
+        "numpy": np.__version__,
+        "platform": f"{platform.system()} {platform.machine()}",
+        "compiler": info["compiler"],
+        "openmp": info["openmp"],
+        "openmp_version": info["openmp_version"],
+        "cpu_features": info["cpu_features"],
+        # This release has one compiled target: portable x86-64 (SSE2) code, vectorized by
+        # the compiler. Run-time AVX2/AVX-512 dispatch is on the roadmap.
+        "simd_targets_built": ["baseline"],
+        "simd_target_chosen": "baseline",
+        "default_n_threads": effective_n_threads(None, openmp=info["openmp"]),
+    }
+
+
+def show_config():
+    """Print the version, compiler, OpenMP, SIMD targets and default thread count."""
+    c = config()
+    openmp = f"yes (version {c['openmp_version']})" if c["openmp"] else "no (serial build)"
+    lines = [
+        f"fastbp {c['fastbp']}  (Python {c['python']}, NumPy {c['numpy']}, {c['platform']})",
+        f"  compiler:           {c['compiler']}",
+        f"  OpenMP:             {openmp}",
+        f"  CPU features:       {', '.join(c['cpu_features']) or 'none detected'}",
+        f"  SIMD targets built: {', '.join(c['simd_targets_built'])}",
+        f"  SIMD target chosen: {c['simd_target_chosen']}",
+        f"  default n_threads:  {c['default_n_threads']}",
+    ]
+    print("\n".join(lines))

@@ -1,0 +1,108 @@
+"""Network files: a plain .npz (NumPy's zip of .npy arrays), never pickled.
+
+Layout, format version 1:
+    format            "fastbp.Network"
+    format_version    1
+    layer_sizes       int64 (L+1,)
+    activation        str (L-1,)  hidden activations
+    loss, output_activation, dtype   str scalars
+    weights_<l>, biases_<l>          the parameters, in the network's dtype
+    checksum          sha256 hex digest of the parameters' bytes, in layer order
+
+The file is written to a temporary name in the same folder and renamed, so a crash never
+leaves a half-written model under the real name.
+"""
+
+import hashlib
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+FORMAT_NAME = "fastbp.Network"
+FORMAT_VERSION = 1
+
+
+def _checksum(weights, biases):
+    h = hashlib.sha256()
+    for W, b in zip(weights, biases):
+        h.update(np.ascontiguousarray(W).tobytes())
+        h.update(np.ascontiguousarray(b).tobytes())
+    return h.hexdigest()
+
+
+def save_network(net, path):
+    path = os.fspath(path)
+    arrays = {
+        "format": np.array(FORMAT_NAME),
+        "format_version": np.array(FORMAT_VERSION, dtype=np.int64),
+        "layer_sizes": np.array(net.layer_sizes, dtype=np.int64),
+        "activation": np.array(net.activation, dtype=np.str_).reshape(-1),
+        "loss": np.array(net.loss_name),
+        "output_activation": np.array(net.output_activation),
+        "dtype": np.array(net.dtype.name),
+        "checksum": np.array(_checksum(net.weights, net.biases)),
+    }
+    for l, (W, b) in enumerate(zip(net.weights, net.biases)):
+        arrays[f"weights_{l}"] = W
+        arrays[f"biases_{l}"] = b
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastbp-", suffix=".npz.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _str(data, key):
+    value = data[key]
+    if value.dtype.kind != "U" or value.ndim != 0:
+        raise ValueError(f"field {key!r} is not a string")
+    return str(value)
+
+
+def load_network(path, cls):
+    """Read `path` into a new `cls` (fastbp.Network or fastbp.reference.Network)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if not isinstance(data, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            keys = set(data.files)
+            if "format" not in keys or _str(data, "format") != FORMAT_NAME:
+                raise ValueError("not a fastbp model file (no 'format' field of fastbp.Network)")
+            version = int(data["format_version"])
+            if version != FORMAT_VERSION:
+                raise ValueError(f"format version {version} is not supported (expected {FORMAT_VERSION})")
+            layer_sizes = [int(n) for n in data["layer_sizes"]]
+            activation = [str(a) for a in data["activation"]]
+            net = cls(layer_sizes, activation=activation, loss=_str(data, "loss"),
+                      output_activation=_str(data, "output_activation") if _str(data, "loss") == "mse" else None,
+                      dtype=np.dtype(_str(data, "dtype")), seed=0)
+            weights = [data[f"weights_{l}"] for l in range(len(layer_sizes) - 1)]
+            biases = [data[f"biases_{l}"] for l in range(len(layer_sizes) - 1)]
+            for l, (W, b) in enumerate(zip(weights, biases)):
+                if W.shape != net.weights[l].shape or b.shape != net.biases[l].shape:
+                    raise ValueError(f"layer {l} parameters have shapes {W.shape}, {b.shape}; "
+                                     f"expected {net.weights[l].shape}, {net.biases[l].shape}")
+                if W.dtype != net.dtype or b.dtype != net.dtype:
+                    raise ValueError(f"layer {l} parameters are {W.dtype}; expected {net.dtype}")
+            if _checksum(weights, biases) != _str(data, "checksum"):
+                raise ValueError("checksum mismatch: the parameters are damaged")
+    except FileNotFoundError:
+        raise
+    except (ValueError, TypeError, KeyError, OSError, EOFError, zipfile.BadZipFile) as exc:
+        raise ValueError(f"cannot load {path!r}: {exc}") from exc
+    for l, (W, b) in enumerate(zip(weights, biases)):
+        net.weights[l][...] = W
+        net.biases[l][...] = b
+    return net

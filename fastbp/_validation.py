@@ -1,0 +1,209 @@
+"""The trust boundary: every public entry point checks and converts its arguments here.
+
+The compiled kernels run without bounds checks and trust what they receive, so everything
+they rely on (dtype, shape, C-contiguity, native byte order, finiteness, label ranges) is
+established by these functions first. Errors name the argument and what was expected.
+"""
+
+import numbers
+import operator
+import os
+
+import numpy as np
+
+from ._common import ACTIVATIONS, LOSSES, SUPPORTED_DTYPES, canonical_activation
+
+
+def check_dtype(dtype):
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be np.float32 or np.float64; got {dtype!r}") from exc
+    if dt not in SUPPORTED_DTYPES:
+        raise ValueError(f"dtype must be np.float32 or np.float64; got {dt}")
+    return dt
+
+
+def check_positive_int(value, name, minimum=1):
+    """An int (not a bool, not a float) >= minimum."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    value = operator.index(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value}")
+    return value
+
+
+def check_layer_sizes(layer_sizes):
+    if isinstance(layer_sizes, (str, bytes)) or not hasattr(layer_sizes, "__len__"):
+        raise TypeError(
+            f"layer_sizes must be a sequence of positive ints such as [784, 128, 10]; "
+            f"got {layer_sizes!r}"
+        )
+    if len(layer_sizes) < 2:
+        raise ValueError(
+            f"layer_sizes needs at least an input and an output size; got {list(layer_sizes)!r}"
+        )
+    return tuple(check_positive_int(n, f"layer_sizes[{i}]") for i, n in enumerate(layer_sizes))
+
+
+def check_activations(activation, n_hidden):
+    """One canonical name per hidden layer."""
+    if isinstance(activation, str):
+        return [canonical_activation(activation)] * n_hidden
+    if not isinstance(activation, (list, tuple)):
+        raise TypeError(
+            f"activation must be a string or a list of one string per hidden layer; "
+            f"got {activation!r}"
+        )
+    if len(activation) != n_hidden:
+        raise ValueError(
+            f"activation must name one activation per hidden layer ({n_hidden}); "
+            f"got {len(activation)} names"
+        )
+    return [canonical_activation(a, f"activation[{i}]") for i, a in enumerate(activation)]
+
+
+def check_loss(loss, output_activation):
+    """Canonical (loss, output activation) pair."""
+    if not isinstance(loss, str) or loss not in LOSSES:
+        raise ValueError(f"loss must be one of {', '.join(map(repr, LOSSES))}; got {loss!r}")
+    implied = LOSSES[loss][1]
+    if implied is None:  # mse: any hidden activation may sit on the output, identity by default
+        if output_activation is None:
+            return loss, "identity"
+        return loss, canonical_activation(output_activation, "output_activation")
+    if output_activation is not None and output_activation != implied:
+        raise ValueError(
+            f"loss={loss!r} fixes the output activation to {implied!r}; "
+            f"got output_activation={output_activation!r}"
+        )
+    return loss, implied
+
+
+def check_seed(seed):
+    if seed is None:
+        return None
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise TypeError(f"seed must be None or a non-negative int; got {seed!r}")
+    return int(seed)
+
+
+def cpu_count():
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # macOS, Windows
+        return max(1, os.cpu_count() or 1)
+
+
+def effective_n_threads(n_threads, openmp=True):
+    """Threads to use: None follows OMP_NUM_THREADS, else the usable cores; a positive int
+    caps; -1 means all cores, -2 all but one, ...; 0 is an error; a serial build gives 1."""
+    if n_threads is not None:
+        if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, numbers.Integral):
+            raise TypeError(f"n_threads must be None or a non-zero int; got {n_threads!r}")
+        if n_threads == 0:
+            raise ValueError("n_threads must be None or a non-zero int; got 0")
+    if not openmp:
+        return 1
+    cores = cpu_count()
+    if n_threads is None:
+        env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+        if env.isdigit() and int(env) > 0:
+            return int(env)
+        return cores
+    if n_threads < 0:
+        return max(1, cores + 1 + int(n_threads))
+    return int(n_threads)
+
+
+def _as_numeric_array(value, name):
+    """np.asarray that refuses what cannot be a real number (strings, complex, objects)."""
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be array-like of real numbers: {exc}") from exc
+    if arr.dtype.kind == "O":
+        try:
+            arr = arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(f"{name} must contain real numbers; got objects: {exc}") from exc
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must contain real numbers (bool, int or float); got dtype {arr.dtype}")
+    return arr
+
+
+def _check_finite(arr, name):
+    if not np.isfinite(arr).all():
+        raise ValueError(
+            f"{name} contains NaN or infinite values (after conversion to {arr.dtype})"
+        )
+
+
+def check_X(X, n_features, dtype, name="X"):
+    """A finite, C-contiguous, native (B, n_features) matrix of `dtype`, B >= 1."""
+    arr = _as_numeric_array(X, name)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D with shape (batch, {n_features}); got shape {arr.shape}")
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {arr.shape}); expected at least one row")
+    if arr.shape[1] != n_features:
+        raise ValueError(f"{name} must have {n_features} columns; got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)  # also fixes byte order and strides
+    _check_finite(arr, name)
+    return arr
+
+
+def check_targets(y, loss, n_out, n_samples, dtype, name="y"):
+    """Targets in the form the kernels use: (labels, Y).
+
+    cross_entropy with class labels gives (int64 labels of shape (B,), None); every other
+    case gives (None, finite C-contiguous Y of shape (B, n_out) and `dtype`).
+    """
+    arr = _as_numeric_array(y, name)
+    if loss == "cross_entropy" and arr.ndim == 1:
+        if arr.shape[0] != n_samples:
+            raise ValueError(f"{name} must have {n_samples} labels (one per row of X); got {arr.shape[0]}")
+        if arr.dtype.kind == "f":
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{name} contains NaN or infinite labels")
+            if not np.array_equal(arr, np.round(arr)):
+                raise ValueError(f"{name} must hold integer class labels; got non-integer values")
+        if arr.size and (arr.min() < 0 or arr.max() >= n_out):
+            raise ValueError(
+                f"{name} labels must lie in [0, {n_out}) for {n_out} outputs; "
+                f"got values from {arr.min()} to {arr.max()}"
+            )
+        return np.ascontiguousarray(arr, dtype=np.int64), None
+
+    if arr.ndim == 1 and n_out == 1:
+        arr = arr.reshape(-1, 1)
+    if arr.ndim != 2 or arr.shape != (n_samples, n_out):
+        expected = f"({n_samples}, {n_out})"
+        if loss == "cross_entropy":
+            expected = f"({n_samples},) class labels or {expected} probability rows"
+        raise ValueError(f"{name} must have shape {expected}; got shape {arr.shape}")
+    Y = np.ascontiguousarray(arr, dtype=dtype)
+    _check_finite(Y, name)
+    if loss in ("cross_entropy", "binary_cross_entropy") and ((Y < 0).any() or (Y > 1).any()):
+        raise ValueError(f"{name} must hold probabilities in [0, 1] for loss={loss!r}")
+    return None, Y
+
+
+def check_lr(lr):
+    if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real):
+        raise TypeError(f"lr must be a real number; got {lr!r}")
+    lr = float(lr)
+    if not np.isfinite(lr) or lr <= 0:
+        raise ValueError(f"lr must be a positive finite number; got {lr}")
+    return lr
+
+
+def check_bool(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False; got {value!r}")
+    return bool(value)
+
+
+def activation_codes(names):
+    return [ACTIVATIONS[n] for n in names]

@@ -1,0 +1,106 @@
+# Activation functions and their derivatives, as inline point functions.
+#
+# Codes match fastbp/_common.py ACTIVATIONS. Every function works on one value so the
+# row loops that call them (dense forward epilogue, backward prologue) stay in one pass
+# over memory. float32 uses the float libm functions (expf, tanhf); gelu's erf is taken in
+# double for both dtypes because the NumPy reference's erf is accurate to double.
+
+from cython cimport floating
+from libc.math cimport exp, expf, tanh, tanhf, erf, sqrt
+
+cdef enum:
+    ACT_IDENTITY = 0
+    ACT_RELU = 1
+    ACT_LEAKY_RELU = 2
+    ACT_SIGMOID = 3
+    ACT_TANH = 4
+    ACT_GELU = 5
+    ACT_SOFTMAX = 6      # output only: applied row-wise by the loss kernels
+
+# constants are written inline (a .pxd cannot hold initialized variables):
+# LEAKY_SLOPE = 0.01, SQRT_HALF = 1/sqrt(2), INV_SQRT_2PI = 1/sqrt(2 pi)
+
+
+cdef inline floating exp_t(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating sigmoid(floating z) noexcept nogil:
+    # exp of a non-positive argument only, so no overflow for any finite z
+    cdef floating e
+    if z >= 0:
+        e = exp_t(-z)
+        return 1 / (1 + e)
+    e = exp_t(z)
+    return e / (1 + e)
+
+
+cdef inline floating activate(floating z, int act) noexcept nogil:
+    """f(z) for a hidden activation code."""
+    if act == ACT_RELU:
+        return z if z > 0 else 0
+    elif act == ACT_LEAKY_RELU:
+        return z if z > 0 else z * <floating>0.01
+    elif act == ACT_SIGMOID:
+        return sigmoid(z)
+    elif act == ACT_TANH:
+        if floating is float:
+            return tanhf(z)
+        else:
+            return tanh(z)
+    elif act == ACT_GELU:
+        return <floating>(0.5 * z * (1.0 + erf(z * 0.7071067811865476)))
+    return z
+
+
+cdef inline floating activation_derivative(floating z, floating a, int act) noexcept nogil:
+    """f'(z), given z and a = f(z) (sigmoid and tanh are cheaper from a)."""
+    if act == ACT_RELU:
+        return 1 if z > 0 else 0
+    elif act == ACT_LEAKY_RELU:
+        return 1 if z > 0 else <floating>0.01
+    elif act == ACT_SIGMOID:
+        return a * (1 - a)
+    elif act == ACT_TANH:
+        return 1 - a * a
+    elif act == ACT_GELU:
+        return <floating>(0.5 * (1.0 + erf(z * 0.7071067811865476)) + z * exp(-0.5 * z * z) * 0.3989422804014327)
+    return 1
+
+
+cdef inline void activate_row(floating* a, const floating* z, Py_ssize_t n, int act) noexcept nogil:
+    """a[j] = f(z[j]) for j < n. The switch sits outside the loop so each loop is simple
+    enough for the compiler to vectorize (relu, leaky_relu, identity)."""
+    cdef Py_ssize_t j
+    if act == ACT_IDENTITY:
+        for j in range(n):
+            a[j] = z[j]
+    elif act == ACT_RELU:
+        for j in range(n):
+            a[j] = z[j] if z[j] > 0 else 0
+    elif act == ACT_LEAKY_RELU:
+        for j in range(n):
+            a[j] = z[j] if z[j] > 0 else z[j] * <floating>0.01
+    else:
+        for j in range(n):
+            a[j] = activate(z[j], act)
+
+
+cdef inline void scale_by_derivative_row(floating* d, const floating* z, const floating* a,
+                                         Py_ssize_t n, int act) noexcept nogil:
+    """d[j] *= f'(z[j]) for j < n: turns dL/dA into dL/dZ."""
+    cdef Py_ssize_t j
+    if act == ACT_IDENTITY:
+        return
+    elif act == ACT_RELU:
+        for j in range(n):
+            d[j] = d[j] if z[j] > 0 else 0
+    elif act == ACT_LEAKY_RELU:
+        for j in range(n):
+            d[j] = d[j] if z[j] > 0 else d[j] * <floating>0.01
+    else:
+        for j in range(n):
+            d[j] = d[j] * activation_derivative(z[j], a[j], act)

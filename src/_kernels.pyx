@@ -1,0 +1,72 @@
+# Each hot loop of fastbp, callable on its own from Python. Outputs come first and are
+# written in place; fastbp/kernels.py checks dtypes, shapes and contiguity before calling,
+# so these wrappers only release the GIL and run the inline kernels.
+
+from cython cimport floating
+from libc.stdint cimport int64_t
+from libc.string cimport memcpy
+
+from _activations cimport ACT_SOFTMAX, activate_row, scale_by_derivative_row
+from _dense cimport dense_forward as _dense_forward
+from _dense cimport weight_gradient as _weight_gradient
+from _dense cimport input_gradient as _input_gradient
+from _dense cimport sgd_update as _sgd_update
+from _losses cimport loss_and_output_gradient
+
+
+def dense_forward(floating[:, ::1] Z, floating[:, ::1] A_out, const floating[:, ::1] A_in,
+                  const floating[:, ::1] W, const floating[::1] b, int act, int n_threads):
+    cdef Py_ssize_t B = A_in.shape[0], K = A_in.shape[1], N = W.shape[1]
+    with nogil:
+        _dense_forward(&Z[0, 0], &A_out[0, 0], &A_in[0, 0], &W[0, 0], &b[0],
+                       B, K, N, act, n_threads)
+
+
+def activation_forward(floating[:, ::1] A, const floating[:, ::1] Z, int act):
+    cdef Py_ssize_t i, B = Z.shape[0], N = Z.shape[1]
+    with nogil:
+        for i in range(B):
+            activate_row(&A[i, 0], &Z[i, 0], N, act)
+
+
+def activation_backward(floating[:, ::1] dZ, const floating[:, ::1] dA,
+                        const floating[:, ::1] Z, const floating[:, ::1] A, int act):
+    cdef Py_ssize_t i, B = Z.shape[0], N = Z.shape[1]
+    with nogil:
+        for i in range(B):
+            memcpy(&dZ[i, 0], &dA[i, 0], N * sizeof(floating))
+            scale_by_derivative_row(&dZ[i, 0], &Z[i, 0], &A[i, 0], N, act)
+
+
+def output_loss_gradient(floating[:, ::1] dZ, const floating[:, ::1] Z,
+                         const floating[:, ::1] A, const int64_t[::1] labels,
+                         const floating[:, ::1] Y, int loss, int out_act):
+    cdef Py_ssize_t B = Z.shape[0], N = Z.shape[1]
+    cdef double value
+    cdef const int64_t* lab = &labels[0] if labels.shape[0] > 0 else NULL
+    cdef const floating* ys = &Y[0, 0] if Y.shape[0] > 0 else NULL
+    with nogil:
+        value = loss_and_output_gradient(&dZ[0, 0], &Z[0, 0], &A[0, 0], lab, ys,
+                                         B, N, loss, out_act)
+    return value
+
+
+def weight_gradient(floating[:, ::1] dW, floating[::1] db, const floating[:, ::1] A_in,
+                    const floating[:, ::1] dZ, int n_threads):
+    cdef Py_ssize_t B = A_in.shape[0], K = A_in.shape[1], N = dZ.shape[1]
+    with nogil:
+        _weight_gradient(&dW[0, 0], &db[0], &A_in[0, 0], &dZ[0, 0], B, K, N, n_threads)
+
+
+def input_gradient(floating[:, ::1] dZ_in, const floating[:, ::1] dZ,
+                   const floating[:, ::1] W, const floating[:, ::1] Z_in,
+                   const floating[:, ::1] A_in, int act_in, int n_threads):
+    cdef Py_ssize_t B = dZ.shape[0], K = W.shape[0], N = W.shape[1]
+    with nogil:
+        _input_gradient(&dZ_in[0, 0], &dZ[0, 0], &W[0, 0], &Z_in[0, 0], &A_in[0, 0],
+                        B, K, N, act_in, n_threads)
+
+
+def sgd_update(floating[::1] param, const floating[::1] grad, double lr, int n_threads):
+    with nogil:
+        _sgd_update(&param[0], &grad[0], param.shape[0], <floating>lr, n_threads)
