@@ -1,0 +1,55 @@
+"""The `fastbp` command (also `python -m fastbp`).
+
+    fastbp demo     train on scikit-learn's handwritten digits, fastbp next to the reference
+    fastbp bench    training throughput against the NumPy reference (benchmarks/)
+    fastbp config   print fastbp.show_config()
+"""
+
+import argparse
+import sys
+
+
+def _demo(args):
+    from .demo import run
+    run(epochs=args.epochs, n_threads=args.threads)
+
+
+def _bench(args):
+    from . import _bench
+    _bench.main(configs=args.configs, dtypes=args.dtypes, threads=args.threads,
+                n_samples=args.samples, repeats=args.repeats)
+
+
+def _config(args):
+    from . import show_config
+    show_config()
+
+
+def _threads(value):
+    return None if value == "auto" else int(value)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="fastbp", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="train on the bundled digits data set (needs scikit-learn)")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--threads", type=_threads, default=None, help="n_threads, or auto")
+    p.set_defaults(func=_demo)
+    p = sub.add_parser("bench", help="samples/s of fastbp against fastbp.reference")
+    p.add_argument("--configs", nargs="+", default=["mnist"], choices=["tiny", "mnist", "deep"])
+    p.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "float64"])
+    p.add_argument("--threads", nargs="+", type=_threads, default=[None],
+                   help="thread counts to try (auto = OMP_NUM_THREADS or all cores)")
+    p.add_argument("--samples", type=int, default=8192, help="samples per epoch")
+    p.add_argument("--repeats", type=int, default=5, help="alternating runs per figure")
+    p.set_defaults(func=_bench)
+    p = sub.add_parser("config", help="print the build and runtime configuration")
+    p.set_defaults(func=_config)
+    args = parser.parse_args(argv)
+    args.func(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
