@@ -9,6 +9,7 @@ fastbp.kernels exposes each compiled hot loop on its own.
 """
 
 from ._version import __version__
+from . import _dispatch  # chooses the SIMD target before anything runs
 from .network import Network, load
 from ._config import show_config
 from . import kernels, reference

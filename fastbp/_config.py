@@ -5,6 +5,7 @@ import sys
 
 import numpy as np
 
+from . import _dispatch
 from ._runtime import build_info
 from ._validation import effective_n_threads
 from ._version import __version__
@@ -22,10 +23,8 @@ def config():
         "openmp": info["openmp"],
         "openmp_version": info["openmp_version"],
         "cpu_features": info["cpu_features"],
-        # This release has one compiled target: portable x86-64 (SSE2) code, vectorized by
-        # the compiler. Run-time AVX2/AVX-512 dispatch is on the roadmap.
-        "simd_targets_built": ["baseline"],
-        "simd_target_chosen": "baseline",
+        "simd_targets_available": _dispatch.available_targets(),
+        "simd_target_chosen": _dispatch.current_target(),
         "default_n_threads": effective_n_threads(None, openmp=info["openmp"]),
     }
 
@@ -39,8 +38,8 @@ def show_config():
         f"  compiler:           {c['compiler']}",
         f"  OpenMP:             {openmp}",
         f"  CPU features:       {', '.join(c['cpu_features']) or 'none detected'}",
-        f"  SIMD targets built: {', '.join(c['simd_targets_built'])}",
-        f"  SIMD target chosen: {c['simd_target_chosen']}",
+        f"  SIMD targets:       {', '.join(c['simd_targets_available'])} (built: baseline, avx2, avx512 on x86-64)",
+        f"  SIMD target chosen: {c['simd_target_chosen']}  (FASTBP_ISA=baseline|avx2|avx512 forces one)",
         f"  default n_threads:  {c['default_n_threads']}",
     ]
     print("\n".join(lines))

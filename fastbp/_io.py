@@ -74,16 +74,25 @@ def load_network(path, cls):
     if not os.path.exists(path):
         raise FileNotFoundError(path)
     try:
-        with np.load(path, allow_pickle=False) as data:
+        # our own file handle, so that it is closed even when np.load fails half-way
+        with open(path, "rb") as f, np.load(f, allow_pickle=False) as data:
             if not isinstance(data, np.lib.npyio.NpzFile):
                 raise ValueError("not an .npz archive")
             keys = set(data.files)
             if "format" not in keys or _str(data, "format") != FORMAT_NAME:
                 raise ValueError("not a fastbp model file (no 'format' field of fastbp.Network)")
-            version = int(data["format_version"])
-            if version != FORMAT_VERSION:
-                raise ValueError(f"format version {version} is not supported (expected {FORMAT_VERSION})")
-            layer_sizes = [int(n) for n in data["layer_sizes"]]
+            version = data["format_version"]
+            if version.dtype.kind not in "iu" or version.ndim != 0:
+                raise ValueError("field 'format_version' is not an integer")
+            if int(version) != FORMAT_VERSION:
+                raise ValueError(f"format version {int(version)} is not supported "
+                                 f"(expected {FORMAT_VERSION})")
+            sizes = data["layer_sizes"]
+            if sizes.dtype.kind not in "iu" or sizes.ndim != 1:
+                raise ValueError("field 'layer_sizes' is not a 1-D integer array")
+            layer_sizes = [int(n) for n in sizes]
+            if data["activation"].dtype.kind != "U":
+                raise ValueError("field 'activation' is not an array of strings")
             activation = [str(a) for a in data["activation"]]
             net = cls(layer_sizes, activation=activation, loss=_str(data, "loss"),
                       output_activation=_str(data, "output_activation") if _str(data, "loss") == "mse" else None,

@@ -73,7 +73,11 @@ def check_loss(loss, output_activation):
         if output_activation is None:
             return loss, "identity"
         return loss, canonical_activation(output_activation, "output_activation")
-    if output_activation is not None and output_activation != implied:
+    if output_activation is not None and (
+        not isinstance(output_activation, str)
+        or (output_activation.lower() != implied
+            and canonical_activation(output_activation, "output_activation") != implied)
+    ):
         raise ValueError(
             f"loss={loss!r} fixes the output activation to {implied!r}; "
             f"got output_activation={output_activation!r}"
@@ -84,8 +88,10 @@ def check_loss(loss, output_activation):
 def check_seed(seed):
     if seed is None:
         return None
-    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral) or seed < 0:
+    if isinstance(seed, (bool, np.bool_)) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be None or a non-negative int; got {seed!r}")
+    if seed < 0:
+        raise ValueError(f"seed must be None or a non-negative int; got {seed}")
     return int(seed)
 
 

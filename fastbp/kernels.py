@@ -7,6 +7,10 @@ converted to that dtype (and to C order) when they can be, and must be finite.
 
 Shapes: B rows in the batch, K inputs and N outputs of a layer.
 
+The three products run on the GEMM core with the SIMD target chosen at import (see
+fastbp.show_config()); `naive=True` runs their plain-loop twins instead, the oracle the
+fast path is tested against.
+
     dense_forward(Z, A_out, A_in, W, b, activation)    Z = A_in @ W + b, A_out = f(Z)
     activation_forward(A, Z, activation)                A = f(Z)
     activation_backward(dZ, dA, Z, A, activation)       dZ = dA * f'(Z)
@@ -82,6 +86,14 @@ def _input(arr, name, dtype, ndim, shape=None):
     return a
 
 
+def _same_array(a, b):
+    """The documented in-place case: b is exactly the memory of a (same start, shape and
+    strides), as opposed to a shifted or partial overlap."""
+    return (isinstance(b, np.ndarray) and a.shape == b.shape and a.strides == b.strides
+            and a.dtype == b.dtype
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
+
+
 def _no_overlap(outputs, inputs):
     for oname, o in outputs:
         for iname, i in inputs:
@@ -93,7 +105,11 @@ def _no_overlap(outputs, inputs):
                 raise ValueError(f"outputs {oname} and {pname} must not overlap")
 
 
-def dense_forward(Z, A_out, A_in, W, b, activation="identity", n_threads=None):
+def _scratch(dtype, B, K, N):
+    return np.empty(_kernels.scratch_size(B, K, N), dtype=dtype)
+
+
+def dense_forward(Z, A_out, A_in, W, b, activation="identity", n_threads=None, *, naive=False):
     """Z (B, N) <- A_in (B, K) @ W (K, N) + b (N); A_out (B, N) <- f(Z), f any hidden
     activation or "softmax" (row-wise). Rows are split between threads."""
     dtype = _output(Z, "Z", None).dtype
@@ -107,7 +123,8 @@ def dense_forward(Z, A_out, A_in, W, b, activation="identity", n_threads=None):
     b = _input(b, "b", dtype, 1, (N,))
     act = _act_code(activation, allow_softmax=True)
     _no_overlap([("Z", Z), ("A_out", A_out)], [("A_in", A_in), ("W", W), ("b", b)])
-    _kernels.dense_forward(Z, A_out, A_in, W, b, act, _threads(n_threads))
+    _kernels.dense_forward(Z, A_out, A_in, W, b, act, _threads(n_threads),
+                           _scratch(dtype, B, K, N), bool(naive))
 
 
 def activation_forward(A, Z, activation):
@@ -116,6 +133,8 @@ def activation_forward(A, Z, activation):
     if A.ndim != 2 or 0 in A.shape:
         raise ValueError(f"A must be a non-empty 2-D array; got shape {A.shape}")
     Z = _input(Z, "Z", dtype, 2, A.shape)
+    if not _same_array(A, Z):
+        _no_overlap([("A", A)], [("Z", Z)])
     _kernels.activation_forward(A, Z, _act_code(activation))
 
 
@@ -127,7 +146,7 @@ def activation_backward(dZ, dA, Z, A, activation):
     dA = _input(dA, "dA", dtype, 2, dZ.shape)
     Z = _input(Z, "Z", dtype, 2, dZ.shape)
     A = _input(A, "A", dtype, 2, dZ.shape)
-    _no_overlap([("dZ", dZ)], [("Z", Z), ("A", A)])
+    _no_overlap([("dZ", dZ)], [("Z", Z), ("A", A)] + ([] if _same_array(dZ, dA) else [("dA", dA)]))
     _kernels.activation_backward(dZ, dA, Z, A, _act_code(activation))
 
 
@@ -152,7 +171,7 @@ def output_gradient(dZ, Z, A, y, loss, output_activation=None):
     return float(_kernels.output_loss_gradient(dZ, Z, A, labels, Y, LOSSES[loss][0], code))
 
 
-def weight_gradient(dW, db, A_in, dZ, n_threads=None):
+def weight_gradient(dW, db, A_in, dZ, n_threads=None, *, naive=False):
     """dW (K, N) <- A_in (B, K).T @ dZ (B, N); db (N) <- dZ summed over rows.
     Rows of dW are split between threads."""
     dtype = _output(dW, "dW", None).dtype
@@ -163,10 +182,12 @@ def weight_gradient(dW, db, A_in, dZ, n_threads=None):
     A_in = _input(A_in, "A_in", dtype, 2, (None, K))
     dZ = _input(dZ, "dZ", dtype, 2, (A_in.shape[0], N))
     _no_overlap([("dW", dW), ("db", db)], [("A_in", A_in), ("dZ", dZ)])
-    _kernels.weight_gradient(dW, db, A_in, dZ, _threads(n_threads))
+    _kernels.weight_gradient(dW, db, A_in, dZ, _threads(n_threads),
+                             _scratch(dtype, A_in.shape[0], K, N), bool(naive))
 
 
-def input_gradient(dZ_in, dZ, W, Z_in=None, A_in=None, activation="identity", n_threads=None):
+def input_gradient(dZ_in, dZ, W, Z_in=None, A_in=None, activation="identity", n_threads=None,
+                   *, naive=False):
     """dZ_in (B, K) <- (dZ (B, N) @ W (K, N).T) * f'(Z_in): the gradient passed down to the
     layer below, through its activation f (Z_in and A_in = f(Z_in), both (B, K); with the
     default "identity" they may be omitted and the result is dZ @ W.T)."""
@@ -186,7 +207,8 @@ def input_gradient(dZ_in, dZ, W, Z_in=None, A_in=None, activation="identity", n_
         A_in = _input(A_in, "A_in", dtype, 2, (B, K))
         _no_overlap([("dZ_in", dZ_in)], [("Z_in", Z_in), ("A_in", A_in)])
     _no_overlap([("dZ_in", dZ_in)], [("dZ", dZ), ("W", W)])
-    _kernels.input_gradient(dZ_in, dZ, W, Z_in, A_in, act, _threads(n_threads))
+    _kernels.input_gradient(dZ_in, dZ, W, Z_in, A_in, act, _threads(n_threads),
+                            _scratch(dtype, B, K, W.shape[1]), bool(naive))
 
 
 def sgd_update(param, grad, lr, n_threads=None):

@@ -6,7 +6,7 @@
 # double for both dtypes because the NumPy reference's erf is accurate to double.
 
 from cython cimport floating
-from libc.math cimport exp, expf, tanh, tanhf, erf, sqrt
+from libc.math cimport exp, expf, tanh, tanhf, erf
 
 cdef enum:
     ACT_IDENTITY = 0
@@ -104,3 +104,18 @@ cdef inline void scale_by_derivative_row(floating* d, const floating* z, const f
     else:
         for j in range(n):
             d[j] = d[j] * activation_derivative(z[j], a[j], act)
+
+
+cdef inline void softmax_row(floating* a, const floating* z, Py_ssize_t n) noexcept nogil:
+    """a = exp(z - max z) / sum, the sum taken in double."""
+    cdef Py_ssize_t j
+    cdef floating m = z[0]
+    cdef double s = 0
+    for j in range(1, n):
+        if z[j] > m:
+            m = z[j]
+    for j in range(n):
+        a[j] = <floating>exp(z[j] - m)
+        s += a[j]
+    for j in range(n):
+        a[j] = <floating>(a[j] / s)

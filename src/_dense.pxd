@@ -1,21 +1,23 @@
-# The dense-layer kernels: forward product with its fused epilogue, the two backward
-# products, and the SGD update. Inline so both extension modules (_kernels, _network)
-# compile them into their own code with no cross-module calls.
+# The dense-layer kernels: the forward product with bias and activation fused into its
+# epilogue, the weight-gradient product (stored, or fused into the SGD update), the
+# input-gradient product with the activation derivative fused in, the bias gradient, and
+# the SGD update. All three products go through the GEMM driver in _gemm.pxd; the plain-loop
+# twins the tests hold them against are in _naive.pxd.
 #
 # Conventions (llm.c / scikit-learn): outputs first, then inputs, then sizes; row-major
-# C-contiguous buffers; the caller (Python boundary) has checked shapes and allocated every
-# output, so nothing here allocates or checks. Every parallel loop gives each thread its own
-# rows of the output and every output element is computed by one thread in a fixed order,
-# so results are bit-identical for any thread count.
+# C-contiguous buffers; `scratch` holds dense_scratch_size() elements. The caller (the
+# Python boundary) has checked shapes and allocated everything, so nothing here allocates
+# or checks. Every parallel loop gives each thread whole tiles or rows of the output and
+# each element is summed in a fixed order, so results are bit-identical for any thread
+# count.
 
 from cython cimport floating
 from cython.parallel cimport prange
 
-from _activations cimport (ACT_SOFTMAX, activate_row, scale_by_derivative_row)
-from libc.math cimport exp, log
+from _activations cimport ACT_SOFTMAX, softmax_row
+from _gemm cimport (gemm, gemm_scratch_size, EPI_STORE, EPI_FORWARD, EPI_SGD, EPI_DERIV_T)
 
-# Below this many multiply-adds a product runs on one thread: starting a parallel region
-# costs a few microseconds, which small layers cannot win back.
+# Below this many elements an elementwise loop runs on one thread.
 cdef enum:
     PARALLEL_MIN_MACS = 1 << 16
     PARALLEL_MIN_ELEMENTS = 1 << 15
@@ -25,69 +27,34 @@ cdef inline int threads_for(Py_ssize_t work, Py_ssize_t threshold, int n_threads
     return n_threads if work >= threshold else 1
 
 
-cdef inline void softmax_row(floating* a, const floating* z, Py_ssize_t n) noexcept nogil:
-    """a = exp(z - max z) / sum, the sum taken in double."""
-    cdef Py_ssize_t j
-    cdef floating m = z[0]
-    cdef double s = 0
-    for j in range(1, n):
-        if z[j] > m:
-            m = z[j]
-    for j in range(n):
-        a[j] = <floating>exp(z[j] - m)
-        s += a[j]
-    for j in range(n):
-        a[j] = <floating>(a[j] / s)
+cdef inline Py_ssize_t dense_scratch_size(Py_ssize_t B, Py_ssize_t K,
+                                          Py_ssize_t N) noexcept nogil:
+    """Scratch elements the three products of a (K -> N) layer need at batch size B."""
+    return max(gemm_scratch_size(B, N, K, False),       # forward:        (B x K)(K x N)
+               max(gemm_scratch_size(K, N, B, False),   # weight grad:    (K x B)(B x N)
+                   gemm_scratch_size(K, B, N, True)))   # input grad^T:   (K x N)(N x B)
 
 
 cdef inline void dense_forward(floating* Z, floating* A_out,
                                const floating* A_in, const floating* W, const floating* b,
                                Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
-                               int act, int n_threads) noexcept nogil:
-    # Z (B, N) = A_in (B, K) @ W (K, N) + b (N);  A_out (B, N) = f_act(Z) row by row.
-    # i-k-j order: the innermost loop is an axpy over a contiguous row of W into a row of
-    # Z that stays in L1, which the compiler vectorizes. Threads split the rows of Z.
-    cdef Py_ssize_t i, k, j
-    cdef floating aik
-    cdef floating* z
-    cdef const floating* w
-    cdef int nt = threads_for(B * K * N, PARALLEL_MIN_MACS, n_threads)
-    for i in prange(B, nogil=True, schedule="static", num_threads=nt):
-        z = Z + i * N
-        for j in range(N):
-            z[j] = b[j]
-        for k in range(K):
-            aik = A_in[i * K + k]
-            w = W + k * N
-            for j in range(N):
-                z[j] = z[j] + aik * w[j]
-        if act == ACT_SOFTMAX:
-            softmax_row(A_out + i * N, z, N)
-        else:
-            activate_row(A_out + i * N, z, N, act)
-
-
-cdef inline void weight_gradient(floating* dW, floating* db,
-                                 const floating* A_in, const floating* dZ,
-                                 Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
-                                 int n_threads) noexcept nogil:
-    # dW (K, N) = A_in (B, K)^T @ dZ (B, N);  db (N) = sum over rows of dZ.
-    # Threads split the rows k of dW; each row sums over the batch in order i = 0..B-1.
-    cdef Py_ssize_t i, k, j
-    cdef floating aik
-    cdef floating* dw
-    cdef const floating* dz
-    cdef int nt = threads_for(B * K * N, PARALLEL_MIN_MACS, n_threads)
-    for k in prange(K, nogil=True, schedule="static", num_threads=nt):
-        dw = dW + k * N
-        for j in range(N):
-            dw[j] = 0
+                               int act, int n_threads, floating* scratch) noexcept nogil:
+    # Z (B, N) = A_in (B, K) @ W (K, N) + b (N);  A_out (B, N) = f_act(Z).
+    # Rows of A_in and of W are read in place; the epilogue adds b and applies f to each
+    # tile while it is in cache. Softmax needs whole rows, so it runs as a row pass after.
+    cdef Py_ssize_t i
+    gemm(Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
+         EPI_FORWARD, A_out, b, NULL, NULL, act, 0, n_threads)
+    if act == ACT_SOFTMAX:
         for i in range(B):
-            aik = A_in[i * K + k]
-            dz = dZ + i * N
-            for j in range(N):
-                dw[j] = dw[j] + aik * dz[j]
-    # db is B*N additions, too small to share out
+            softmax_row(A_out + i * N, Z + i * N, N)
+
+
+cdef inline void bias_gradient(floating* db, const floating* dZ,
+                               Py_ssize_t B, Py_ssize_t N) noexcept nogil:
+    # db (N) = sum over the B rows of dZ (B, N), in row order; B*N additions, too few to
+    # share between threads.
+    cdef Py_ssize_t i, j
     for j in range(N):
         db[j] = 0
     for i in range(B):
@@ -95,43 +62,43 @@ cdef inline void weight_gradient(floating* dW, floating* db,
             db[j] += dZ[i * N + j]
 
 
-cdef inline floating dot(const floating* x, const floating* y, Py_ssize_t n) noexcept nogil:
-    """sum x[j] * y[j] with eight partial sums: a fixed association order the compiler may
-    vectorize (it cannot reorder one running sum without -ffast-math)."""
-    cdef floating s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0
-    cdef Py_ssize_t j = 0
-    while j + 8 <= n:
-        s0 += x[j] * y[j]
-        s1 += x[j + 1] * y[j + 1]
-        s2 += x[j + 2] * y[j + 2]
-        s3 += x[j + 3] * y[j + 3]
-        s4 += x[j + 4] * y[j + 4]
-        s5 += x[j + 5] * y[j + 5]
-        s6 += x[j + 6] * y[j + 6]
-        s7 += x[j + 7] * y[j + 7]
-        j += 8
-    while j < n:
-        s0 += x[j] * y[j]
-        j += 1
-    return ((s0 + s4) + (s1 + s5)) + ((s2 + s6) + (s3 + s7))
+cdef inline void weight_gradient(floating* dW, floating* db,
+                                 const floating* A_in, const floating* dZ,
+                                 Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
+                                 int n_threads, floating* scratch) noexcept nogil:
+    # dW (K, N) = A_in (B, K)^T @ dZ (B, N);  db (N) = sum over rows of dZ.
+    # a(k, i) = A_in[i, k]: K-consecutive rows of the tile are contiguous in A_in.
+    gemm(dW, N, A_in, 1, K, dZ, N, 1, K, N, B, scratch,
+         EPI_STORE, NULL, NULL, NULL, NULL, 0, 0, n_threads)
+    bias_gradient(db, dZ, B, N)
+
+
+cdef inline void weight_update(floating* W, floating* b, floating* db,
+                               const floating* A_in, const floating* dZ,
+                               Py_ssize_t B, Py_ssize_t K, Py_ssize_t N, floating lr,
+                               int n_threads, floating* scratch) noexcept nogil:
+    # W (K, N) -= lr * A_in^T @ dZ;  b (N) -= lr * db, db (N) = sum over rows of dZ.
+    # The SGD step fused into the weight-gradient product: each tile of dW is subtracted
+    # from W straight from registers, never stored. Exact: the same sums as weight_gradient
+    # followed by sgd_update, in the same order.
+    cdef Py_ssize_t j
+    gemm(W, N, A_in, 1, K, dZ, N, 1, K, N, B, scratch,
+         EPI_SGD, NULL, NULL, NULL, NULL, 0, lr, n_threads)
+    bias_gradient(db, dZ, B, N)
+    for j in range(N):
+        b[j] = b[j] - lr * db[j]
 
 
 cdef inline void input_gradient(floating* dZ_in,
                                 const floating* dZ, const floating* W,
                                 const floating* Z_in, const floating* A_in,
                                 Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
-                                int act_in, int n_threads) noexcept nogil:
+                                int act_in, int n_threads, floating* scratch) noexcept nogil:
     # dZ_in (B, K) = (dZ (B, N) @ W (K, N)^T) * f'_act_in(Z_in (B, K), A_in (B, K)).
-    # dZ and W are both read along contiguous rows, so each element is a dot product;
-    # the activation derivative is applied while the row is still in cache.
-    cdef Py_ssize_t i, k
-    cdef floating* d
-    cdef int nt = threads_for(B * K * N, PARALLEL_MIN_MACS, n_threads)
-    for i in prange(B, nogil=True, schedule="static", num_threads=nt):
-        d = dZ_in + i * K
-        for k in range(K):
-            d[k] = dot(dZ + i * N, W + k * N, N)
-        scale_by_derivative_row(d, Z_in + i * K, A_in + i * K, K, act_in)
+    # Computed as its transpose W @ dZ^T so that W's rows are read in place and only the
+    # small dZ (B x N) is packed; the epilogue writes each tile back transposed, times f'.
+    gemm(dZ_in, K, W, N, 1, dZ, 1, N, K, B, N, scratch,
+         EPI_DERIV_T, NULL, NULL, Z_in, A_in, act_in, 0, n_threads)
 
 
 cdef inline void sgd_update(floating* param, const floating* grad, Py_ssize_t n,

@@ -1,6 +1,7 @@
 # Each hot loop of fastbp, callable on its own from Python. Outputs come first and are
-# written in place; fastbp/kernels.py checks dtypes, shapes and contiguity before calling,
-# so these wrappers only release the GIL and run the inline kernels.
+# written in place; fastbp/kernels.py checks dtypes, shapes and contiguity and allocates
+# the GEMM scratch before calling, so these wrappers only release the GIL and run the
+# inline kernels. `naive` selects the plain-loop twins of _naive.pxd.
 
 from cython cimport floating
 from libc.stdint cimport int64_t
@@ -11,15 +12,42 @@ from _dense cimport dense_forward as _dense_forward
 from _dense cimport weight_gradient as _weight_gradient
 from _dense cimport input_gradient as _input_gradient
 from _dense cimport sgd_update as _sgd_update
+from _dense cimport dense_scratch_size
+from _naive cimport dense_forward_naive, weight_gradient_naive, input_gradient_naive
+from _gemm cimport fastbp_set_target, fastbp_target_supported, fastbp_active_target
+
+
+def set_target(int code):
+    """Make this module's kernels use SIMD target `code` (0 baseline, 1 avx2, 2 avx512);
+    False when this build or CPU cannot run it."""
+    return fastbp_set_target(code) == 0
+
+
+def target_supported(int code):
+    return fastbp_target_supported(code) != 0
+
+
+def active_target():
+    return fastbp_active_target.code
+
+
+def scratch_size(Py_ssize_t B, Py_ssize_t K, Py_ssize_t N):
+    """GEMM scratch elements for the products of a (K -> N) layer at batch size B."""
+    return dense_scratch_size(B, K, N)
 from _losses cimport loss_and_output_gradient
 
 
 def dense_forward(floating[:, ::1] Z, floating[:, ::1] A_out, const floating[:, ::1] A_in,
-                  const floating[:, ::1] W, const floating[::1] b, int act, int n_threads):
+                  const floating[:, ::1] W, const floating[::1] b, int act, int n_threads,
+                  floating[::1] scratch, bint naive):
     cdef Py_ssize_t B = A_in.shape[0], K = A_in.shape[1], N = W.shape[1]
     with nogil:
-        _dense_forward(&Z[0, 0], &A_out[0, 0], &A_in[0, 0], &W[0, 0], &b[0],
-                       B, K, N, act, n_threads)
+        if naive:
+            dense_forward_naive(&Z[0, 0], &A_out[0, 0], &A_in[0, 0], &W[0, 0], &b[0],
+                                B, K, N, act, n_threads)
+        else:
+            _dense_forward(&Z[0, 0], &A_out[0, 0], &A_in[0, 0], &W[0, 0], &b[0],
+                           B, K, N, act, n_threads, &scratch[0])
 
 
 def activation_forward(floating[:, ::1] A, const floating[:, ::1] Z, int act):
@@ -52,19 +80,30 @@ def output_loss_gradient(floating[:, ::1] dZ, const floating[:, ::1] Z,
 
 
 def weight_gradient(floating[:, ::1] dW, floating[::1] db, const floating[:, ::1] A_in,
-                    const floating[:, ::1] dZ, int n_threads):
+                    const floating[:, ::1] dZ, int n_threads, floating[::1] scratch,
+                    bint naive):
     cdef Py_ssize_t B = A_in.shape[0], K = A_in.shape[1], N = dZ.shape[1]
     with nogil:
-        _weight_gradient(&dW[0, 0], &db[0], &A_in[0, 0], &dZ[0, 0], B, K, N, n_threads)
+        if naive:
+            weight_gradient_naive(&dW[0, 0], &db[0], &A_in[0, 0], &dZ[0, 0], B, K, N,
+                                  n_threads)
+        else:
+            _weight_gradient(&dW[0, 0], &db[0], &A_in[0, 0], &dZ[0, 0], B, K, N, n_threads,
+                             &scratch[0])
 
 
 def input_gradient(floating[:, ::1] dZ_in, const floating[:, ::1] dZ,
                    const floating[:, ::1] W, const floating[:, ::1] Z_in,
-                   const floating[:, ::1] A_in, int act_in, int n_threads):
+                   const floating[:, ::1] A_in, int act_in, int n_threads,
+                   floating[::1] scratch, bint naive):
     cdef Py_ssize_t B = dZ.shape[0], K = W.shape[0], N = W.shape[1]
     with nogil:
-        _input_gradient(&dZ_in[0, 0], &dZ[0, 0], &W[0, 0], &Z_in[0, 0], &A_in[0, 0],
-                        B, K, N, act_in, n_threads)
+        if naive:
+            input_gradient_naive(&dZ_in[0, 0], &dZ[0, 0], &W[0, 0], &Z_in[0, 0],
+                                 &A_in[0, 0], B, K, N, act_in, n_threads)
+        else:
+            _input_gradient(&dZ_in[0, 0], &dZ[0, 0], &W[0, 0], &Z_in[0, 0], &A_in[0, 0],
+                            B, K, N, act_in, n_threads, &scratch[0])
 
 
 def sgd_update(floating[::1] param, const floating[::1] grad, double lr, int n_threads):

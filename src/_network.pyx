@@ -6,7 +6,8 @@
 # loop over the whole buffer. Activations live in one workspace buffer sized for a batch
 # capacity C (see work_size):
 #     [A_0 (C x n0), only with an input slot] Z_1, A_1, ..., Z_L, A_L (C x n_l each),
-#     dZ ping-pong (2 x C x max n_l), Y (C x n_L, only with an input slot)
+#     dZ ping-pong (2 x C x max n_l), GEMM scratch (see _dense.dense_scratch_size),
+#     Y (C x n_L, only with an input slot)
 # A batch of B <= C rows uses the first B rows of each slot. The Python layer allocates
 # all of this once per call (once per fit), so nothing is allocated per batch.
 #
@@ -17,7 +18,9 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy
 
-from _dense cimport dense_forward, weight_gradient, input_gradient, sgd_update
+from _dense cimport (dense_forward, dense_scratch_size, weight_gradient, weight_update,
+                     input_gradient)
+from _gemm cimport fastbp_set_target, fastbp_target_supported, fastbp_active_target
 from _losses cimport loss_and_output_gradient
 
 
@@ -33,13 +36,14 @@ cdef struct Plan:
     Py_ssize_t* z_off            # L offsets into the workspace
     Py_ssize_t* a_off            # L + 1 (a_off[0]: the input slot, if any)
     Py_ssize_t dz_off[2]
+    Py_ssize_t scratch_off
     Py_ssize_t y_off
     Py_ssize_t work_size
 
 
 cdef int make_plan(Plan* p, const Py_ssize_t[::1] sizes, const int[::1] acts, int loss,
                    Py_ssize_t capacity, bint input_slot, int n_threads) except -1:
-    cdef Py_ssize_t L = sizes.shape[0] - 1, l, off = 0, widest = 0
+    cdef Py_ssize_t L = sizes.shape[0] - 1, l, off = 0, widest = 0, scratch = 0
     p.n_layers = L
     p.sizes = &sizes[0]
     p.acts = &acts[0]
@@ -57,6 +61,7 @@ cdef int make_plan(Plan* p, const Py_ssize_t[::1] sizes, const int[::1] acts, in
         p.b_off[l] = off
         off += sizes[l + 1]
         widest = max(widest, sizes[l + 1])
+        scratch = max(scratch, dense_scratch_size(capacity, sizes[l], sizes[l + 1]))
     p.n_params = off
     off = 0
     p.a_off[0] = 0
@@ -70,6 +75,8 @@ cdef int make_plan(Plan* p, const Py_ssize_t[::1] sizes, const int[::1] acts, in
     p.dz_off[0] = off
     p.dz_off[1] = off + capacity * widest
     off += 2 * capacity * widest
+    p.scratch_off = off
+    off += scratch
     p.y_off = off
     if input_slot:
         off += capacity * sizes[L]
@@ -101,15 +108,19 @@ cdef void forward_pass(const Plan* p, const floating* params, floating* work,
     for l in range(p.n_layers):
         dense_forward(work + p.z_off[l], work + p.a_off[l + 1], a_in,
                       params + p.w_off[l], params + p.b_off[l],
-                      B, p.sizes[l], p.sizes[l + 1], p.acts[l], p.n_threads)
+                      B, p.sizes[l], p.sizes[l + 1], p.acts[l], p.n_threads,
+                      work + p.scratch_off)
         a_in = work + p.a_off[l + 1]
 
 
-cdef double loss_and_gradient(const Plan* p, const floating* params, floating* grads,
+cdef double loss_and_gradient(const Plan* p, floating* params, floating* grads,
                               floating* work, const floating* X, const int64_t* labels,
-                              const floating* Y, Py_ssize_t B, bint want_grad) noexcept nogil:
+                              const floating* Y, Py_ssize_t B, bint want_grad,
+                              floating lr) noexcept nogil:
     # Forward, loss, and (want_grad) the backward pass by the chain rule from layer L down:
     #   dW_l = A_{l-1}^T dZ_l,  db_l = sum_rows dZ_l,  dZ_{l-1} = (dZ_l W_l^T) * f'_{l-1}(Z_{l-1})
+    # With lr > 0 each layer's SGD step is fused into its weight-gradient product
+    # (W_l -= lr dW_l without storing dW_l); only db_l is kept, in grads.
     cdef Py_ssize_t L = p.n_layers, l
     cdef double value
     cdef floating* dZ
@@ -124,12 +135,19 @@ cdef double loss_and_gradient(const Plan* p, const floating* params, floating* g
         dZ = work + p.dz_off[l % 2]
         a_in = X if l == 0 else work + p.a_off[l]
         if l > 0:
-            # before dW_l: a fused SGD step may later overwrite W_l, and dZ_{l-1} needs it
+            # before the weight product: a fused SGD step overwrites W_l, and dZ_{l-1}
+            # needs the W_l of this step
             input_gradient(work + p.dz_off[(l - 1) % 2], dZ, params + p.w_off[l],
                            work + p.z_off[l - 1], work + p.a_off[l],
-                           B, p.sizes[l], p.sizes[l + 1], p.acts[l - 1], p.n_threads)
-        weight_gradient(grads + p.w_off[l], grads + p.b_off[l], a_in, dZ,
-                        B, p.sizes[l], p.sizes[l + 1], p.n_threads)
+                           B, p.sizes[l], p.sizes[l + 1], p.acts[l - 1], p.n_threads,
+                           work + p.scratch_off)
+        if lr > 0:
+            weight_update(params + p.w_off[l], params + p.b_off[l], grads + p.b_off[l],
+                          a_in, dZ, B, p.sizes[l], p.sizes[l + 1], lr, p.n_threads,
+                          work + p.scratch_off)
+        else:
+            weight_gradient(grads + p.w_off[l], grads + p.b_off[l], a_in, dZ,
+                            B, p.sizes[l], p.sizes[l + 1], p.n_threads, work + p.scratch_off)
     return value
 
 
@@ -156,7 +174,21 @@ cdef inline const floating* rows_ptr(const floating[:, ::1] Y) noexcept:
     return &Y[0, 0] if Y.shape[0] > 0 else NULL
 
 
-def forward(const floating[::1] params, floating[::1] work,
+def set_target(int code):
+    """Make this module's kernels use SIMD target `code` (0 baseline, 1 avx2, 2 avx512);
+    False when this build or CPU cannot run it."""
+    return fastbp_set_target(code) == 0
+
+
+def target_supported(int code):
+    return fastbp_target_supported(code) != 0
+
+
+def active_target():
+    return fastbp_active_target.code
+
+
+def forward(floating[::1] params, floating[::1] work,
             const Py_ssize_t[::1] sizes, const int[::1] acts,
             const floating[:, ::1] X, floating[:, ::1] out, int n_threads):
     """out (B, n_L) <- the network's output for X (B, n_0). work: work_size(capacity=B)."""
@@ -176,8 +208,9 @@ def loss_gradients_step(floating[::1] params, floating[::1] grads, floating[::1]
                         const Py_ssize_t[::1] sizes, const int[::1] acts, int loss,
                         const floating[:, ::1] X, const int64_t[::1] labels,
                         const floating[:, ::1] Y, bint want_grad, double lr, int n_threads):
-    """Loss of (X, labels or Y); with want_grad the gradients into grads; with lr > 0 also
-    one SGD step on params. Returns the loss before the step."""
+    """Loss of (X, labels or Y). With want_grad and lr == 0 the gradients go into grads;
+    with want_grad and lr > 0 one SGD step is taken on params instead (grads then holds
+    only the bias gradients). Returns the loss before the step."""
     cdef Plan p
     cdef Py_ssize_t B = X.shape[0]
     cdef double value
@@ -188,9 +221,7 @@ def loss_gradients_step(floating[::1] params, floating[::1] grads, floating[::1]
     try:
         with nogil:
             value = loss_and_gradient(&p, &params[0], g, &work[0], &X[0, 0], lab, ys,
-                                      B, want_grad)
-            if want_grad and lr > 0:
-                sgd_update(&params[0], &grads[0], p.n_params, <floating>lr, n_threads)
+                                      B, want_grad, <floating>lr)
     finally:
         free_plan(&p)
     return value
@@ -220,8 +251,7 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] work,
                 total += loss_and_gradient(&p, &params[0], &grads[0], &work[0], &work[0],
                                            &label_buf[0] if lab != NULL else NULL,
                                            &work[0] + p.y_off if lab == NULL else NULL,
-                                           B, True)
-                sgd_update(&params[0], &grads[0], p.n_params, <floating>lr, n_threads)
+                                           B, True, <floating>lr)
                 n_batches += 1
                 start += B
     finally:

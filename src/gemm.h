@@ -1,0 +1,220 @@
+/* GEMM micro-kernels for every SIMD target, and the run-time choice between them.
+ *
+ * Each target's micro-kernel is the same source (gemm_microkernel.h) compiled with a
+ * per-function target attribute, never with -march: the extension runs on any x86-64 CPU
+ * and calls AVX2 or AVX-512 code only after checking that the CPU has it. The choice is
+ * made once (fastbp_set_target, called at import by fastbp/_dispatch.py) and read by the
+ * parallel loops, which stay in baseline code: GCC and clang do not reliably carry target
+ * attributes into OpenMP's outlined bodies, so only the leaf micro-kernel is per target.
+ * No ifunc or target_clones (musl and macOS lack them).
+ *
+ * Register tiles (MR rows x NR columns; NR = vectors per row x lanes):
+ *   baseline  (SSE2 on x86-64, 16 registers)  float 6 x 8,   double 6 x 4
+ *   avx2+fma  (16 ymm registers)               float 6 x 16,  double 6 x 8
+ *   avx512f   (32 zmm registers)               float 8 x 32,  double 8 x 16
+ * 12 or 16 accumulators, two B vectors and a broadcast fit the register file.
+ */
+#ifndef FASTBP_GEMM_H
+#define FASTBP_GEMM_H
+
+#include <stddef.h>
+#include <string.h>
+
+enum { FASTBP_TARGET_BASELINE = 0, FASTBP_TARGET_AVX2 = 1, FASTBP_TARGET_AVX512 = 2 };
+
+/* micro-kernel: (kc, A, a_si, a_sk, B, b_sk, tile), see gemm_microkernel.h */
+typedef void (*fastbp_mk_f32)(ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t, const float *,
+                              ptrdiff_t, float *);
+typedef void (*fastbp_mk_f64)(ptrdiff_t, const double *, ptrdiff_t, ptrdiff_t, const double *,
+                              ptrdiff_t, double *);
+
+/* the largest tile of any target, for sizing scratch space */
+enum { FASTBP_MAX_MR = 8, FASTBP_MAX_NR = 32 };
+
+typedef struct {
+    int code;
+    int mr_f32, nr_f32, mr_f64, nr_f64;
+    fastbp_mk_f32 mk_f32;
+    fastbp_mk_f64 mk_f64;
+} fastbp_target;
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FASTBP_VECTOR_EXTENSIONS 1
+#else
+#define FASTBP_VECTOR_EXTENSIONS 0
+#endif
+
+#if FASTBP_VECTOR_EXTENSIONS && (defined(__x86_64__) || defined(__i386__))
+#define FASTBP_X86_TARGETS 1
+#else
+#define FASTBP_X86_TARGETS 0
+#endif
+
+/* ---- baseline: 16-byte vectors (SSE2 on x86-64, NEON on arm64), scalar elsewhere ---- */
+#if FASTBP_VECTOR_EXTENSIONS
+typedef float fastbp_f32x4 __attribute__((vector_size(16)));
+typedef double fastbp_f64x2 __attribute__((vector_size(16)));
+#define MK_TARGET
+#define MK_MR 6
+#define MK_NV 2
+#define MK_NAME fastbp_mk_baseline_f32
+#define MK_T float
+#define MK_VEC fastbp_f32x4
+#define MK_VW 4
+#include "gemm_microkernel.h"
+#undef MK_NAME
+#undef MK_T
+#undef MK_VEC
+#undef MK_VW
+#define MK_NAME fastbp_mk_baseline_f64
+#define MK_T double
+#define MK_VEC fastbp_f64x2
+#define MK_VW 2
+#include "gemm_microkernel.h"
+#undef MK_NAME
+#undef MK_T
+#undef MK_VEC
+#undef MK_VW
+#undef MK_MR
+#undef MK_NV
+#undef MK_TARGET
+#define FASTBP_BASELINE_NR_F32 8
+#define FASTBP_BASELINE_NR_F64 4
+#else /* plain C: the "vector" is one element */
+#define MK_TARGET
+#define MK_MR 4
+#define MK_NV 4
+#define MK_VW 1
+#define MK_NAME fastbp_mk_baseline_f32
+#define MK_T float
+#define MK_VEC float
+#include "gemm_microkernel.h"
+#undef MK_NAME
+#undef MK_T
+#undef MK_VEC
+#define MK_NAME fastbp_mk_baseline_f64
+#define MK_T double
+#define MK_VEC double
+#include "gemm_microkernel.h"
+#undef MK_NAME
+#undef MK_T
+#undef MK_VEC
+#undef MK_MR
+#undef MK_NV
+#undef MK_VW
+#undef MK_TARGET
+#define FASTBP_BASELINE_NR_F32 4
+#define FASTBP_BASELINE_NR_F64 4
+#endif
+
+static const fastbp_target fastbp_target_baseline = {
+    FASTBP_TARGET_BASELINE,
+#if FASTBP_VECTOR_EXTENSIONS
+    6, FASTBP_BASELINE_NR_F32, 6, FASTBP_BASELINE_NR_F64,
+#else
+    4, FASTBP_BASELINE_NR_F32, 4, FASTBP_BASELINE_NR_F64,
+#endif
+    fastbp_mk_baseline_f32, fastbp_mk_baseline_f64};
+
+/* ---- x86 targets ---- */
+#if FASTBP_X86_TARGETS
+typedef float fastbp_f32x8 __attribute__((vector_size(32)));
+typedef double fastbp_f64x4 __attribute__((vector_size(32)));
+typedef float fastbp_f32x16 __attribute__((vector_size(64)));
+typedef double fastbp_f64x8 __attribute__((vector_size(64)));
+
+#define MK_TARGET __attribute__((target("avx2,fma")))
+#define MK_MR 6
+#define MK_NV 2
+#define MK_NAME fastbp_mk_avx2_f32
+#define MK_T float
+#define MK_VEC fastbp_f32x8
+#define MK_VW 8
+#include "gemm_microkernel.h"
+#undef MK_NAME
+#undef MK_T
+#undef MK_VEC
+#undef MK_VW
+#define MK_NAME fastbp_mk_avx2_f64
+#define MK_T double
+#define MK_VEC fastbp_f64x4
+#define MK_VW 4
+#include "gemm_microkernel.h"
+#undef MK_NAME
+#undef MK_T
+#undef MK_VEC
+#undef MK_VW
+#undef MK_MR
+#undef MK_NV
+#undef MK_TARGET
+
+#define MK_TARGET __attribute__((target("avx512f,avx2,fma")))
+#define MK_MR 8
+#define MK_NV 2
+#define MK_NAME fastbp_mk_avx512_f32
+#define MK_T float
+#define MK_VEC fastbp_f32x16
+#define MK_VW 16
+#include "gemm_microkernel.h"
+#undef MK_NAME
+#undef MK_T
+#undef MK_VEC
+#undef MK_VW
+#define MK_NAME fastbp_mk_avx512_f64
+#define MK_T double
+#define MK_VEC fastbp_f64x8
+#define MK_VW 8
+#include "gemm_microkernel.h"
+#undef MK_NAME
+#undef MK_T
+#undef MK_VEC
+#undef MK_VW
+#undef MK_MR
+#undef MK_NV
+#undef MK_TARGET
+
+static const fastbp_target fastbp_target_avx2 = {
+    FASTBP_TARGET_AVX2, 6, 16, 6, 8, fastbp_mk_avx2_f32, fastbp_mk_avx2_f64};
+static const fastbp_target fastbp_target_avx512 = {
+    FASTBP_TARGET_AVX512, 8, 32, 8, 16, fastbp_mk_avx512_f32, fastbp_mk_avx512_f64};
+#endif
+
+/* Whether this build has `code` and this CPU can run it. */
+static int fastbp_target_supported(int code)
+{
+    if (code == FASTBP_TARGET_BASELINE)
+        return 1;
+#if FASTBP_X86_TARGETS
+    __builtin_cpu_init();
+    if (code == FASTBP_TARGET_AVX2)
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (code == FASTBP_TARGET_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") &&
+               __builtin_cpu_supports("fma");
+#endif
+    return 0;
+}
+
+/* The target the kernels of this extension module use; baseline until set. */
+static const fastbp_target *fastbp_active_target = &fastbp_target_baseline;
+
+/* Select a target; returns 0, or -1 (nothing changed) when it cannot run here. */
+static int fastbp_set_target(int code)
+{
+    if (!fastbp_target_supported(code))
+        return -1;
+#if FASTBP_X86_TARGETS
+    if (code == FASTBP_TARGET_AVX2) {
+        fastbp_active_target = &fastbp_target_avx2;
+        return 0;
+    }
+    if (code == FASTBP_TARGET_AVX512) {
+        fastbp_active_target = &fastbp_target_avx512;
+        return 0;
+    }
+#endif
+    fastbp_active_target = &fastbp_target_baseline;
+    return 0;
+}
+
+#endif /* FASTBP_GEMM_H */
