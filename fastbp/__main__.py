@@ -37,7 +37,7 @@ def main(argv=None):
     p.add_argument("--threads", type=_threads, default=None, help="n_threads, or auto")
     p.set_defaults(func=_demo)
     p = sub.add_parser("bench", help="samples/s of fastbp against fastbp.reference")
-    p.add_argument("--configs", nargs="+", default=["mnist"], choices=["tiny", "mnist", "deep"])
+    p.add_argument("--configs", nargs="+", default=["mnist"], choices=["tiny", "mnist", "deep", "wide"])
     p.add_argument("--dtypes", nargs="+", default=["float32"], choices=["float32", "float64"])
     p.add_argument("--threads", nargs="+", type=_threads, default=[None],
                    help="thread counts to try (auto = OMP_NUM_THREADS or all cores)")

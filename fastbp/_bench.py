@@ -25,10 +25,17 @@ def mnist_like(n_samples, n_in, n_out, seed=0, dtype=np.float32):
     return X, y
 
 
+# Pause before each timed run: OpenBLAS's worker threads keep spinning for a while after
+# NumPy's last product (and OpenMP's after fastbp's), and on a machine with few cores they
+# would steal a core from the other library's run.
+COOL_DOWN_S = 0.3
+
+
 def time_fit(cls, sizes, X, y, batch_size, lr, dtype, n_threads, seed):
     """Seconds for one epoch of fit on a fresh network (construction not timed)."""
     net = cls(sizes, activation="relu", loss="cross_entropy", dtype=dtype, seed=seed,
               n_threads=n_threads)
+    time.sleep(COOL_DOWN_S)
     t0 = time.perf_counter()
     net.fit(X, y, epochs=1, batch_size=batch_size, lr=lr)
     return time.perf_counter() - t0, net
@@ -82,6 +89,7 @@ CONFIGS = {
     "tiny": ([64, 32, 10], 16),
     "mnist": ([784, 128, 10], 32),
     "deep": ([784, 512, 512, 10], 128),
+    "wide": ([4096, 4096, 4096, 10], 256),
 }
 
 

@@ -41,10 +41,19 @@ cdef enum:
     EPI_SGD = 2         # C -= lr * acc    (W updated with its gradient, never stored)
     EPI_DERIV_T = 3     # C^T = acc * f'_act(Z^T, A^T): C, Z, A are N x M (transposed)
 
-# Below this many multiply-adds a product runs on one thread: starting a parallel region
-# costs microseconds that small layers cannot win back.
+# Each thread gets at least this many multiply-adds, so a product of M*N*R multiply-adds
+# runs on at most M*N*R / GEMM_MACS_PER_THREAD threads. Measured on the development machine
+# (2 cores, AVX-512): a 32x784x128 product (3.2M) ran slower on two threads than on one,
+# while 128x784x512 (51M) ran 2.0x faster, so products below ~4M stay on one thread.
 cdef enum:
-    GEMM_PARALLEL_MIN_MACS = 1 << 17
+    GEMM_MACS_PER_THREAD = 1 << 21
+
+
+cdef inline int gemm_threads(Py_ssize_t macs, int n_threads) noexcept nogil:
+    cdef Py_ssize_t useful = macs // GEMM_MACS_PER_THREAD
+    if useful < 2:
+        return 1
+    return n_threads if n_threads < useful else <int>useful
 
 
 cdef inline Py_ssize_t gemm_scratch_size(Py_ssize_t M, Py_ssize_t N, Py_ssize_t R,
@@ -144,7 +153,7 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
     n_nb = (N + NR - 1) // NR
     full_mb = M // MR
     full_nb = N // NR if b_sn == 1 else 0
-    nt = n_threads if M * N * R >= GEMM_PARALLEL_MIN_MACS else 1
+    nt = gemm_threads(M * N * R, n_threads)
 
     # Pack what cannot be read in place (zero-padded to the tile).
     if full_mb < n_mb:

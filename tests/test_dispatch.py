@@ -1,0 +1,156 @@
+"""Run-time SIMD dispatch: every target this CPU runs holds the GEMM path against its plain
+loop twin (naive=True), and whole networks against fastbp.reference.
+
+Tolerance of a product of reduction length R: both sides round each of R multiply-adds
+(the SIMD targets with fused multiply-adds round once per term instead of twice), so the
+difference is at most 2 * gamma_R * (|a| @ |b|) with gamma_R ~ R * eps (Higham); we use
+2 * (R + 1) * eps * (|a| @ |b| + |bias|), the bias counting as one more term.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import _dispatch, kernels, reference
+
+TARGETS = _dispatch.available_targets()
+ACTS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu"]
+SHAPES = [(1, 1, 1), (1, 7, 33), (7, 33, 1), (33, 7, 7), (33, 33, 33), (65, 257, 129)]
+
+
+@pytest.fixture(params=TARGETS)
+def target(request):
+    before = _dispatch.current_target()
+    _dispatch.use_target(request.param)
+    yield request.param
+    _dispatch.use_target(before)
+
+
+def product_bound(a_abs_b_abs, R, dtype):
+    return 2 * (R + 1) * np.finfo(dtype).eps * a_abs_b_abs + 4 * np.finfo(dtype).tiny
+
+
+def data(shape, dtype, seed=0):
+    B, K, N = shape
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((B, K)).astype(dtype), rng.standard_normal((K, N)).astype(dtype),
+            rng.standard_normal(N).astype(dtype), rng.standard_normal((B, N)).astype(dtype))
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_gemm_products_match_naive_twins(target, dtype, shape, n_threads):
+    B, K, N = shape
+    A, W, b, dZ = data(shape, dtype)
+    out = {}
+    for naive in (False, True):
+        Z, A_out = np.empty((B, N), dtype), np.empty((B, N), dtype)
+        kernels.dense_forward(Z, A_out, A, W, b, "identity", n_threads, naive=naive)
+        dW, db = np.empty((K, N), dtype), np.empty(N, dtype)
+        kernels.weight_gradient(dW, db, A, dZ, n_threads, naive=naive)
+        dA = np.empty((B, K), dtype)
+        kernels.input_gradient(dA, dZ, W, n_threads=n_threads, naive=naive)
+        out[naive] = (Z, dW, db, dA)
+    (Z, dW, db, dA), (Z0, dW0, db0, dA0) = out[False], out[True]
+    assert np.all(np.abs(Z - Z0) <= product_bound(np.abs(A) @ np.abs(W) + np.abs(b), K, dtype))
+    assert np.all(np.abs(dW - dW0) <= product_bound(np.abs(A).T @ np.abs(dZ), B, dtype))
+    assert np.array_equal(db, db0)  # the same serial loop in both
+    assert np.all(np.abs(dA - dA0) <= product_bound(np.abs(dZ) @ np.abs(W).T, N, dtype))
+
+
+@pytest.mark.parametrize("activation", ACTS + ["softmax"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_epilogues_match_naive_twins(target, dtype, activation):
+    shape = (33, 65, 47)  # edges in both directions for every tile size
+    B, K, N = shape
+    A, W, b, dZ = data(shape, dtype, seed=1)
+    res = {}
+    for naive in (False, True):
+        Z, A_out = np.empty((B, N), dtype), np.empty((B, N), dtype)
+        kernels.dense_forward(Z, A_out, A, W, b, activation, 1, naive=naive)
+        res[naive] = (Z, A_out)
+    bound = product_bound(np.abs(A) @ np.abs(W) + np.abs(b), K, dtype)
+    assert np.all(np.abs(res[False][0] - res[True][0]) <= bound)
+    # the activation is Lipschitz with constant <= 1.13 (gelu), softmax rows <= 1 in sum
+    assert np.all(np.abs(res[False][1] - res[True][1]) <= 2 * bound.max() + 8 * np.finfo(dtype).eps)
+    if activation != "softmax":
+        dZ_in = {}
+        # input gradient with the derivative fused: dZ_in (B, K) from dZ (B, N), W (K, N)
+        Zin = A  # any (B, K) pre-activations
+        Ain = reference.ACTIVATION_FUNCTIONS[activation][0](Zin)
+        for naive in (False, True):
+            out = np.empty((B, K), dtype)
+            kernels.input_gradient(out, dZ, W, Zin, Ain, activation, 1, naive=naive)
+            dZ_in[naive] = out
+        # |f'| <= 1.13 (gelu at z ~ 1.4; 1 for the others) scales the product bound
+        bound = product_bound(np.abs(dZ) @ np.abs(W).T, N, dtype) * 1.13
+        assert np.all(np.abs(dZ_in[False] - dZ_in[True]) <= bound + 8 * np.finfo(dtype).eps * np.abs(dZ_in[True]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_threads_bit_identical_per_target(target, dtype):
+    A, W, b, dZ = data((256, 300, 400), dtype)  # 30M multiply-adds: several threads
+    outs = []
+    for t in (1, 2):
+        Z, A_out = np.empty((256, 400), dtype), np.empty((256, 400), dtype)
+        kernels.dense_forward(Z, A_out, A, W, b, "gelu", t)
+        dW, db = np.empty((300, 400), dtype), np.empty(400, dtype)
+        kernels.weight_gradient(dW, db, A, dZ, t)
+        dA = np.empty((256, 300), dtype)
+        kernels.input_gradient(dA, dZ, W, n_threads=t)
+        outs.append((Z, A_out, dW, dA))
+    for x, y in zip(*outs):
+        assert np.array_equal(x, y)
+
+
+@pytest.mark.parametrize("loss", ["cross_entropy", "binary_cross_entropy", "mse"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_network_matches_reference_under_target(target, dtype, loss):
+    sizes = [13, 40, 33, 7]
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((50, 13)).astype(dtype)
+    y = (rng.integers(0, 7, 50) if loss == "cross_entropy" else
+         (rng.random((50, 7)) > 0.5).astype(dtype) if loss == "binary_cross_entropy" else
+         rng.standard_normal((50, 7)).astype(dtype))
+    net = fastbp.Network(sizes, activation="tanh", loss=loss, dtype=dtype, seed=4)
+    ref = reference.Network(sizes, activation="tanh", loss=loss, dtype=dtype, seed=4)
+    net.fit(X, y, epochs=2, batch_size=16, lr=0.05)
+    ref.fit(X, y, epochs=2, batch_size=16, lr=0.05)
+    # 8 steps, 3 layers, reductions up to 50: the network test's bound (test_network.py)
+    tol = 4 * 3 * 50 * np.finfo(dtype).eps * 8
+    for a, r in zip(net.weights + net.biases, ref.weights + ref.biases):
+        assert np.max(np.abs(a - r)) <= tol
+
+
+def test_use_target_rejects_unknown_names():
+    with pytest.raises(ValueError, match="SIMD target"):
+        _dispatch.use_target("sse9")
+
+
+def _run(code, **env):
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, **env})
+
+
+@pytest.mark.parametrize("name", TARGETS)
+def test_fastbp_isa_forces_a_target(name):
+    r = _run("import fastbp; fastbp.show_config()", FASTBP_ISA=name)
+    assert r.returncode == 0, r.stderr
+    assert f"SIMD target chosen: {name}" in r.stdout
+
+
+def test_fastbp_isa_unknown_is_a_clear_error():
+    r = _run("import fastbp", FASTBP_ISA="avx1024")
+    assert r.returncode == 1
+    assert "FASTBP_ISA='avx1024'" in r.stderr and "ImportError" in r.stderr
+
+
+def test_default_is_the_best_available():
+    r = _run("import fastbp; from fastbp import _dispatch; print(_dispatch.current_target())",
+             FASTBP_ISA="")
+    assert r.stdout.strip() == TARGETS[-1]
