@@ -5,6 +5,7 @@ both alike, and the figures are medians: these machines are shared and noisy, so
 medians and ratios are meaningful.
 """
 
+import contextlib
 import os
 import platform
 import statistics
@@ -31,6 +32,19 @@ def mnist_like(n_samples, n_in, n_out, seed=0, dtype=np.float32):
 COOL_DOWN_S = 0.3
 
 
+@contextlib.contextmanager
+def blas_threads(n):
+    """Give NumPy's BLAS the same thread count as fastbp (needs threadpoolctl; without it
+    the reference keeps BLAS's default, all cores, and the report says so)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:
+        yield False
+        return
+    with threadpool_limits(limits=n, user_api="blas"):
+        yield True
+
+
 def time_fit(cls, sizes, X, y, batch_size, lr, dtype, n_threads, seed):
     """Seconds for one epoch of fit on a fresh network (construction not timed)."""
     net = cls(sizes, activation="relu", loss="cross_entropy", dtype=dtype, seed=seed,
@@ -50,7 +64,9 @@ def compare(sizes, batch_size, n_samples=8192, dtype=np.float32, n_threads=None,
     for _ in range(repeats):
         t, net = time_fit(Network, sizes, X, y, batch_size, lr, dtype, n_threads, seed)
         fast.append(n_samples / t)
-        t, ref_net = time_fit(reference.Network, sizes, X, y, batch_size, lr, dtype, n_threads, seed)
+        with blas_threads(net.n_threads):
+            t, ref_net = time_fit(reference.Network, sizes, X, y, batch_size, lr, dtype,
+                                  n_threads, seed)
         ref.append(n_samples / t)
     agree = max(float(np.abs(a - b).max()) for a, b in zip(net.weights, ref_net.weights))
     fast_med, ref_med = statistics.median(fast), statistics.median(ref)
@@ -97,6 +113,9 @@ def main(configs=("mnist",), dtypes=("float32",), threads=(None,), n_samples=819
     print(describe_machine())
     print(f"one epoch of {n_samples} samples, relu, softmax cross-entropy, plain SGD; "
           f"median of {repeats} alternating runs")
+    with blas_threads(1) as limited:
+        print("NumPy's BLAS runs with the same thread count as fastbp" if limited else
+              "threadpoolctl is not installed: NumPy's BLAS uses all its threads in every row")
     rows = []
     for name in configs:
         sizes, batch = CONFIGS[name]

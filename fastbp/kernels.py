@@ -105,8 +105,8 @@ def _no_overlap(outputs, inputs):
                 raise ValueError(f"outputs {oname} and {pname} must not overlap")
 
 
-def _scratch(dtype, B, K, N):
-    return np.empty(_kernels.scratch_size(B, K, N), dtype=dtype)
+def _scratch(dtype, B, K, N, n_threads):
+    return np.empty(_kernels.scratch_size(B, K, N, n_threads), dtype=dtype)
 
 
 def dense_forward(Z, A_out, A_in, W, b, activation="identity", n_threads=None, *, naive=False):
@@ -123,8 +123,9 @@ def dense_forward(Z, A_out, A_in, W, b, activation="identity", n_threads=None, *
     b = _input(b, "b", dtype, 1, (N,))
     act = _act_code(activation, allow_softmax=True)
     _no_overlap([("Z", Z), ("A_out", A_out)], [("A_in", A_in), ("W", W), ("b", b)])
-    _kernels.dense_forward(Z, A_out, A_in, W, b, act, _threads(n_threads),
-                           _scratch(dtype, B, K, N), bool(naive))
+    nt = _threads(n_threads)
+    _kernels.dense_forward(Z, A_out, A_in, W, b, act, nt, _scratch(dtype, B, K, N, nt),
+                           bool(naive))
 
 
 def activation_forward(A, Z, activation):
@@ -182,8 +183,9 @@ def weight_gradient(dW, db, A_in, dZ, n_threads=None, *, naive=False):
     A_in = _input(A_in, "A_in", dtype, 2, (None, K))
     dZ = _input(dZ, "dZ", dtype, 2, (A_in.shape[0], N))
     _no_overlap([("dW", dW), ("db", db)], [("A_in", A_in), ("dZ", dZ)])
-    _kernels.weight_gradient(dW, db, A_in, dZ, _threads(n_threads),
-                             _scratch(dtype, A_in.shape[0], K, N), bool(naive))
+    nt = _threads(n_threads)
+    _kernels.weight_gradient(dW, db, A_in, dZ, nt, _scratch(dtype, A_in.shape[0], K, N, nt),
+                             bool(naive))
 
 
 def input_gradient(dZ_in, dZ, W, Z_in=None, A_in=None, activation="identity", n_threads=None,
@@ -207,8 +209,9 @@ def input_gradient(dZ_in, dZ, W, Z_in=None, A_in=None, activation="identity", n_
         A_in = _input(A_in, "A_in", dtype, 2, (B, K))
         _no_overlap([("dZ_in", dZ_in)], [("Z_in", Z_in), ("A_in", A_in)])
     _no_overlap([("dZ_in", dZ_in)], [("dZ", dZ), ("W", W)])
-    _kernels.input_gradient(dZ_in, dZ, W, Z_in, A_in, act, _threads(n_threads),
-                            _scratch(dtype, B, K, W.shape[1]), bool(naive))
+    nt = _threads(n_threads)
+    _kernels.input_gradient(dZ_in, dZ, W, Z_in, A_in, act, nt,
+                            _scratch(dtype, B, K, W.shape[1], nt), bool(naive))
 
 
 def sgd_update(param, grad, lr, n_threads=None):

@@ -82,7 +82,7 @@ class Network:
         self._sizes = np.array(self.layer_sizes, dtype=np.intp)
         self._acts = np.array([ACTIVATIONS[a] for a in self.activation] + [out_code], dtype=np.intc)
         self._loss_code = LOSSES[self.loss_name][0]
-        n_params, _ = _network.sizes_of(self._sizes, self._acts, 1, False)
+        n_params, _ = _network.sizes_of(self._sizes, self._acts, 1, False, 1)
         self._params = np.empty(n_params, dtype=self.dtype)
         self._grads = np.zeros(n_params, dtype=self.dtype)
         self.weights, self.biases = self._views(self._params)
@@ -121,7 +121,7 @@ class Network:
         return X, labels, Y
 
     def _work(self, capacity, input_slot=False):
-        _, size = _network.sizes_of(self._sizes, self._acts, capacity, input_slot)
+        _, size = _network.sizes_of(self._sizes, self._acts, capacity, input_slot, self.n_threads)
         return np.empty(size, dtype=self.dtype)
 
     def _run(self, X, labels, Y, want_grad, lr):

@@ -27,12 +27,12 @@ cdef inline int threads_for(Py_ssize_t work, Py_ssize_t threshold, int n_threads
     return n_threads if work >= threshold else 1
 
 
-cdef inline Py_ssize_t dense_scratch_size(Py_ssize_t B, Py_ssize_t K,
-                                          Py_ssize_t N) noexcept nogil:
+cdef inline Py_ssize_t dense_scratch_size(Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
+                                          int n_threads) noexcept nogil:
     """Scratch elements the three products of a (K -> N) layer need at batch size B."""
-    return max(gemm_scratch_size(B, N, K, False),       # forward:        (B x K)(K x N)
-               max(gemm_scratch_size(K, N, B, False),   # weight grad:    (K x B)(B x N)
-                   gemm_scratch_size(K, B, N, True)))   # input grad^T:   (K x N)(N x B)
+    return max(gemm_scratch_size(B, N, K, n_threads),       # forward:      (B x K)(K x N)
+               max(gemm_scratch_size(K, N, B, n_threads),   # weight grad:  (K x B)(B x N)
+                   gemm_scratch_size(K, B, N, n_threads)))  # input grad^T: (K x N)(N x B)
 
 
 cdef inline void dense_forward(floating* Z, floating* A_out,
@@ -40,8 +40,7 @@ cdef inline void dense_forward(floating* Z, floating* A_out,
                                Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
                                int act, int n_threads, floating* scratch) noexcept nogil:
     # Z (B, N) = A_in (B, K) @ W (K, N) + b (N);  A_out (B, N) = f_act(Z).
-    # Rows of A_in and of W are read in place; the epilogue adds b and applies f to each
-    # tile while it is in cache. Softmax needs whole rows, so it runs as a row pass after.
+    # The epilogue adds b and applies f to each tile while it is in cache. Softmax needs whole rows, so it runs as a row pass after.
     cdef Py_ssize_t i
     gemm(Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
          EPI_FORWARD, A_out, b, NULL, NULL, act, 0, n_threads)
@@ -67,7 +66,6 @@ cdef inline void weight_gradient(floating* dW, floating* db,
                                  Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
                                  int n_threads, floating* scratch) noexcept nogil:
     # dW (K, N) = A_in (B, K)^T @ dZ (B, N);  db (N) = sum over rows of dZ.
-    # a(k, i) = A_in[i, k]: K-consecutive rows of the tile are contiguous in A_in.
     gemm(dW, N, A_in, 1, K, dZ, N, 1, K, N, B, scratch,
          EPI_STORE, NULL, NULL, NULL, NULL, 0, 0, n_threads)
     bias_gradient(db, dZ, B, N)
@@ -95,8 +93,8 @@ cdef inline void input_gradient(floating* dZ_in,
                                 Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
                                 int act_in, int n_threads, floating* scratch) noexcept nogil:
     # dZ_in (B, K) = (dZ (B, N) @ W (K, N)^T) * f'_act_in(Z_in (B, K), A_in (B, K)).
-    # Computed as its transpose W @ dZ^T so that W's rows are read in place and only the
-    # small dZ (B x N) is packed; the epilogue writes each tile back transposed, times f'.
+    # Computed as its transpose W @ dZ^T, so that the column panels threads share out run
+    # along K (wide) rather than B; the epilogue writes each tile back transposed, times f'.
     gemm(dZ_in, K, W, N, 1, dZ, 1, N, K, B, N, scratch,
          EPI_DERIV_T, NULL, NULL, Z_in, A_in, act_in, 0, n_threads)
 

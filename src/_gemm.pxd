@@ -2,19 +2,25 @@
 # that threads share out, each tile finished by an epilogue that writes the layer's
 # output (bias + activation, activation derivative, SGD update) while it is in cache.
 #
-# Operands are read in place through strides wherever the micro-kernel allows it:
-#     a(m, r) = A[m * a_sm + r * a_sr]      any strides (broadcast scalars)
-#     b(r, n) = B[r * b_sr + n * b_sn]      b_sn == 1: rows read in place
-# Only what the micro-kernel cannot read in place is packed into `scratch` first: the last
-# partial block of rows of A, the last partial panel of columns of B (zero-padded to the
-# tile), or all of B when its columns are strided (b_sn != 1). Nothing is allocated.
+# The micro-kernel wants, for each r, MR scalars of a and NR contiguous values of b:
+#     a(m, r) = A[m * a_sm + r * a_sr]      b(r, n) = B[r * b_sr + n * b_sn]
+# Rows of A (a_sr == 1) and narrow rows of B (b_sn == 1, rows under 2 KiB apart) are read
+# in place. Everything else is packed (GotoBLAS style) into contiguous panels: A into
+# panels of MR rows up front, B into one panel of NR columns per thread at a time, which
+# that thread then sweeps over every row panel of A while the panel sits in L2. Packing
+# costs M*R or N*R copies against 2*M*N*R flops; reading wide B rows in place was measured
+# at a quarter of the packed speed (256x2048x2048: each k touches a new 4 KiB page, and
+# power-of-two widths hit one L1 set), while packing narrow ones cost up to 25%
+# (32x784x128, where a panel serves only 4 row panels). The last partial row panel and
+# column panel are always packed, zero-padded to the tile. Nothing is allocated here:
+# `scratch` holds gemm_scratch_size() elements.
 #
 # Determinism: each element of C is summed over r = 0..R-1 in order by one micro-kernel
 # call, whichever thread runs it, so results are bit-identical for any thread count.
 # The parallel loop is baseline code; only the leaf micro-kernel is per SIMD target.
 
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport prange, threadid
 
 from _activations cimport (ACT_SOFTMAX, activate_row, activation_derivative)
 
@@ -57,12 +63,10 @@ cdef inline int gemm_threads(Py_ssize_t macs, int n_threads) noexcept nogil:
 
 
 cdef inline Py_ssize_t gemm_scratch_size(Py_ssize_t M, Py_ssize_t N, Py_ssize_t R,
-                                         bint b_strided) noexcept nogil:
-    """Scratch elements gemm() may use for these sizes, whatever the target."""
-    cdef Py_ssize_t b_part = R * FASTBP_MAX_NR
-    if b_strided:
-        b_part = (N + FASTBP_MAX_NR) * R
-    return R * FASTBP_MAX_MR + b_part
+                                         int n_threads) noexcept nogil:
+    """Scratch elements gemm() needs for these sizes, whatever the target: all of A packed
+    in row panels, and one column panel of B per thread."""
+    return (M + FASTBP_MAX_MR) * R + <Py_ssize_t>max(n_threads, 1) * FASTBP_MAX_NR * R
 
 
 cdef inline void tile_epilogue(floating* tile, Py_ssize_t nr_full,
@@ -134,14 +138,13 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
                       int n_threads) noexcept nogil:
     # C (M x N, leading dimension ldc; for EPI_DERIV_T C is N x M) from a (M x R) and
     # b (R x N) as described at the top of this file; see EPI_* for what is written.
+    # n_threads must not exceed the count scratch was sized for.
     cdef const fastbp_target* tgt = fastbp_active_target
-    cdef Py_ssize_t MR, NR, n_mb, n_nb, n_tiles, t, mb, nb, m0, n0, mr, nr, p
-    cdef Py_ssize_t full_mb, full_nb, b_sk_full
-    cdef floating* a_edge = scratch
-    cdef floating* b_pack = scratch + R * FASTBP_MAX_MR
-    cdef const floating* a_ptr
+    cdef Py_ssize_t MR, NR, n_mb, n_nb, mb, nb, m0, n0, mr, nr, b_sk
+    cdef floating* a_pack = scratch
+    cdef floating* b_pack
     cdef const floating* b_ptr
-    cdef Py_ssize_t a_si, a_sk, b_sk
+    cdef bint a_inplace, b_inplace
     cdef int nt
     if floating is float:
         MR = tgt.mr_f32
@@ -151,47 +154,36 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
         NR = tgt.nr_f64
     n_mb = (M + MR - 1) // MR
     n_nb = (N + NR - 1) // NR
-    full_mb = M // MR
-    full_nb = N // NR if b_sn == 1 else 0
     nt = gemm_threads(M * N * R, n_threads)
+    a_inplace = a_sr == 1
+    b_inplace = b_sn == 1 and b_sr * <Py_ssize_t>sizeof(floating) < 2048
 
-    # Pack what cannot be read in place (zero-padded to the tile).
-    if full_mb < n_mb:
-        pack_block(a_edge, MR, A + full_mb * MR * a_sm, a_sr, a_sm, R, M - full_mb * MR)
-    if b_sn == 1:
-        if full_nb < n_nb:
-            pack_block(b_pack, NR, B + full_nb * NR, b_sr, 1, R, N - full_nb * NR)
+    if a_inplace:  # only the last, partial row panel
+        if M % MR:
+            pack_block(a_pack + (n_mb - 1) * MR * R, MR, A + (n_mb - 1) * MR * a_sm,
+                       a_sr, a_sm, R, M - (n_mb - 1) * MR)
     else:
-        for p in prange(n_nb, nogil=True, schedule="static", num_threads=nt):
-            pack_block(b_pack + p * R * NR, NR, B + p * NR * b_sn, b_sr, b_sn, R,
-                       min(NR, N - p * NR))
+        for mb in prange(n_mb, nogil=True, schedule="static", num_threads=nt):
+            pack_block(a_pack + mb * MR * R, MR, A + mb * MR * a_sm, a_sr, a_sm, R,
+                       min(MR, M - mb * MR))
 
-    # Tiles run column panel by column panel, so consecutive tiles of a thread share the
-    # B panel (it stays in L1/L2) and sweep the rows of A.
-    n_tiles = n_mb * n_nb
-    for t in prange(n_tiles, nogil=True, schedule="static", num_threads=nt):
-        nb = t // n_mb
-        mb = t - nb * n_mb
-        m0 = mb * MR
+    for nb in prange(n_nb, nogil=True, schedule="static", num_threads=nt):
         n0 = nb * NR
-        mr = min(MR, M - m0)
         nr = min(NR, N - n0)
-        if mb < full_mb:
-            a_ptr = A + m0 * a_sm
-            a_si = a_sm
-            a_sk = a_sr
-        else:
-            a_ptr = a_edge
-            a_si = 1
-            a_sk = MR
-        if nb < full_nb:
+        if b_inplace and nr == NR:
             b_ptr = B + n0
             b_sk = b_sr
-        elif b_sn == 1:
+        else:
+            b_pack = scratch + n_mb * MR * R + threadid() * NR * R
+            pack_block(b_pack, NR, B + n0 * b_sn, b_sr, b_sn, R, nr)
             b_ptr = b_pack
             b_sk = NR
-        else:
-            b_ptr = b_pack + nb * R * NR
-            b_sk = NR
-        run_tile(tgt, R, a_ptr, a_si, a_sk, b_ptr, b_sk, m0, mr, n0, nr,
-                 C, ldc, C2, bias, Z, Az, kind, act, lr)
+        for mb in range(n_mb):
+            m0 = mb * MR
+            mr = min(MR, M - m0)
+            if a_inplace and mr == MR:
+                run_tile(tgt, R, A + m0 * a_sm, a_sm, 1, b_ptr, b_sk, m0, mr, n0, nr,
+                         C, ldc, C2, bias, Z, Az, kind, act, lr)
+            else:
+                run_tile(tgt, R, a_pack + mb * MR * R, 1, MR, b_ptr, b_sk, m0, mr, n0, nr,
+                         C, ldc, C2, bias, Z, Az, kind, act, lr)

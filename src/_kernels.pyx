@@ -31,9 +31,9 @@ def active_target():
     return fastbp_active_target.code
 
 
-def scratch_size(Py_ssize_t B, Py_ssize_t K, Py_ssize_t N):
+def scratch_size(Py_ssize_t B, Py_ssize_t K, Py_ssize_t N, int n_threads):
     """GEMM scratch elements for the products of a (K -> N) layer at batch size B."""
-    return dense_scratch_size(B, K, N)
+    return dense_scratch_size(B, K, N, n_threads)
 from _losses cimport loss_and_output_gradient
 
 

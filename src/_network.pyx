@@ -61,7 +61,7 @@ cdef int make_plan(Plan* p, const Py_ssize_t[::1] sizes, const int[::1] acts, in
         p.b_off[l] = off
         off += sizes[l + 1]
         widest = max(widest, sizes[l + 1])
-        scratch = max(scratch, dense_scratch_size(capacity, sizes[l], sizes[l + 1]))
+        scratch = max(scratch, dense_scratch_size(capacity, sizes[l], sizes[l + 1], n_threads))
     p.n_params = off
     off = 0
     p.a_off[0] = 0
@@ -90,10 +90,11 @@ cdef inline void free_plan(Plan* p) noexcept:
 
 
 def sizes_of(const Py_ssize_t[::1] sizes, const int[::1] acts, Py_ssize_t capacity,
-             bint input_slot):
-    """(parameter count, workspace length) for layer sizes and a batch capacity."""
+             bint input_slot, int n_threads):
+    """(parameter count, workspace length) for layer sizes, a batch capacity and a thread
+    count (the GEMM scratch holds one panel per thread)."""
     cdef Plan p
-    make_plan(&p, sizes, acts, 0, capacity, input_slot, 1)
+    make_plan(&p, sizes, acts, 0, capacity, input_slot, n_threads)
     free_plan(&p)
     return p.n_params, p.work_size
 
