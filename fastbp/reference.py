@@ -30,15 +30,22 @@ from ._validation import (
     effective_n_threads,
 )
 
-try:  # SciPy's erf is a vectorized ufunc; without SciPy fall back to libm's erf per element
-    from scipy.special import erf as _erf
-except ImportError:  # pragma: no cover - exercised only where SciPy is absent
-    _erf_scalar = np.frompyfunc(math.erf, 1, 1)
+def _erf(x):
+    """erf, elementwise: SciPy's vectorized ufunc when SciPy is installed, else libm's erf
+    per element (exact to double, slow; only gelu needs it). Imported on first use so that
+    `import fastbp` does not pay for importing SciPy."""
+    global _erf_impl
+    if _erf_impl is None:
+        try:
+            from scipy.special import erf as scipy_erf
+            _erf_impl = scipy_erf
+        except ImportError:  # pragma: no cover - exercised only where SciPy is absent
+            scalar = np.frompyfunc(math.erf, 1, 1)
+            _erf_impl = lambda v: scalar(v).astype(v.dtype)  # noqa: E731
+    return _erf_impl(x)
 
-    def _erf(x):
-        return _erf_scalar(x).astype(x.dtype)
 
-
+_erf_impl = None
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 

@@ -129,6 +129,37 @@ cdef inline void pack_block(floating* dst, Py_ssize_t width, const floating* src
             dst[r * width + x] = 0
 
 
+cdef inline void gemm_panel(const fastbp_target* tgt, Py_ssize_t nb, Py_ssize_t MR, Py_ssize_t NR,
+                            Py_ssize_t n_mb, bint a_inplace, bint b_inplace,
+                            floating* a_pack, floating* b_pack,
+                            const floating* A, Py_ssize_t a_sm, Py_ssize_t a_sr,
+                            const floating* B, Py_ssize_t b_sr, Py_ssize_t b_sn,
+                            Py_ssize_t M, Py_ssize_t N, Py_ssize_t R,
+                            floating* C, Py_ssize_t ldc, floating* C2, const floating* bias,
+                            const floating* Z, const floating* Az, int kind, int act,
+                            floating lr) noexcept nogil:
+    # Column panel nb of C: pack it from B into b_pack (this thread's) unless it can be
+    # read in place, then sweep every row panel of A with it.
+    cdef Py_ssize_t n0 = nb * NR, nr = min(NR, N - nb * NR), mb, m0, mr, b_sk
+    cdef const floating* b_ptr
+    if b_inplace and nr == NR:
+        b_ptr = B + n0
+        b_sk = b_sr
+    else:
+        pack_block(b_pack, NR, B + n0 * b_sn, b_sr, b_sn, R, nr)
+        b_ptr = b_pack
+        b_sk = NR
+    for mb in range(n_mb):
+        m0 = mb * MR
+        mr = min(MR, M - m0)
+        if a_inplace and mr == MR:
+            run_tile(tgt, R, A + m0 * a_sm, a_sm, 1, b_ptr, b_sk, m0, mr, n0, nr,
+                     C, ldc, C2, bias, Z, Az, kind, act, lr)
+        else:
+            run_tile(tgt, R, a_pack + mb * MR * R, 1, MR, b_ptr, b_sk, m0, mr, n0, nr,
+                     C, ldc, C2, bias, Z, Az, kind, act, lr)
+
+
 cdef inline void gemm(floating* C, Py_ssize_t ldc,
                       const floating* A, Py_ssize_t a_sm, Py_ssize_t a_sr,
                       const floating* B, Py_ssize_t b_sr, Py_ssize_t b_sn,
@@ -140,10 +171,9 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
     # b (R x N) as described at the top of this file; see EPI_* for what is written.
     # n_threads must not exceed the count scratch was sized for.
     cdef const fastbp_target* tgt = fastbp_active_target
-    cdef Py_ssize_t MR, NR, n_mb, n_nb, mb, nb, m0, n0, mr, nr, b_sk
+    cdef Py_ssize_t MR, NR, n_mb, n_nb, mb, nb
     cdef floating* a_pack = scratch
-    cdef floating* b_pack
-    cdef const floating* b_ptr
+    cdef floating* b_packs
     cdef bint a_inplace, b_inplace
     cdef int nt
     if floating is float:
@@ -154,6 +184,7 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
         NR = tgt.nr_f64
     n_mb = (M + MR - 1) // MR
     n_nb = (N + NR - 1) // NR
+    b_packs = scratch + n_mb * MR * R
     nt = gemm_threads(M * N * R, n_threads)
     a_inplace = a_sr == 1
     b_inplace = b_sn == 1 and b_sr * <Py_ssize_t>sizeof(floating) < 2048
@@ -162,28 +193,25 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
         if M % MR:
             pack_block(a_pack + (n_mb - 1) * MR * R, MR, A + (n_mb - 1) * MR * a_sm,
                        a_sr, a_sm, R, M - (n_mb - 1) * MR)
+    elif nt == 1:
+        for mb in range(n_mb):
+            pack_block(a_pack + mb * MR * R, MR, A + mb * MR * a_sm, a_sr, a_sm, R,
+                       min(MR, M - mb * MR))
     else:
         for mb in prange(n_mb, nogil=True, schedule="static", num_threads=nt):
             pack_block(a_pack + mb * MR * R, MR, A + mb * MR * a_sm, a_sr, a_sm, R,
                        min(MR, M - mb * MR))
 
-    for nb in prange(n_nb, nogil=True, schedule="static", num_threads=nt):
-        n0 = nb * NR
-        nr = min(NR, N - n0)
-        if b_inplace and nr == NR:
-            b_ptr = B + n0
-            b_sk = b_sr
-        else:
-            b_pack = scratch + n_mb * MR * R + threadid() * NR * R
-            pack_block(b_pack, NR, B + n0 * b_sn, b_sr, b_sn, R, nr)
-            b_ptr = b_pack
-            b_sk = NR
-        for mb in range(n_mb):
-            m0 = mb * MR
-            mr = min(MR, M - m0)
-            if a_inplace and mr == MR:
-                run_tile(tgt, R, A + m0 * a_sm, a_sm, 1, b_ptr, b_sk, m0, mr, n0, nr,
-                         C, ldc, C2, bias, Z, Az, kind, act, lr)
-            else:
-                run_tile(tgt, R, a_pack + mb * MR * R, 1, MR, b_ptr, b_sk, m0, mr, n0, nr,
-                         C, ldc, C2, bias, Z, Az, kind, act, lr)
+    # One thread runs the loop itself: even a one-thread OpenMP region costs about a
+    # microsecond, a noticeable share of a small layer's product.
+    if nt == 1:
+        for nb in range(n_nb):
+            gemm_panel(tgt, nb, MR, NR, n_mb, a_inplace, b_inplace, a_pack, b_packs,
+                       A, a_sm, a_sr, B, b_sr, b_sn, M, N, R, C, ldc, C2, bias, Z, Az,
+                       kind, act, lr)
+    else:
+        for nb in prange(n_nb, nogil=True, schedule="static", num_threads=nt):
+            gemm_panel(tgt, nb, MR, NR, n_mb, a_inplace, b_inplace, a_pack,
+                       b_packs + threadid() * NR * R,
+                       A, a_sm, a_sr, B, b_sr, b_sn, M, N, R, C, ldc, C2, bias, Z, Az,
+                       kind, act, lr)
