@@ -17,7 +17,8 @@ def _demo(args):
 def _bench(args):
     from . import _bench
     _bench.main(configs=args.configs, dtypes=args.dtypes, threads=args.threads,
-                n_samples=args.samples, repeats=args.repeats)
+                n_samples=args.samples, repeats=args.repeats, libraries=args.libraries,
+                chart=args.chart)
 
 
 def _config(args):
@@ -43,6 +44,10 @@ def main(argv=None):
                    help="thread counts to try (auto = OMP_NUM_THREADS or all cores)")
     p.add_argument("--samples", type=int, default=8192, help="samples per epoch")
     p.add_argument("--repeats", type=int, default=5, help="alternating runs per figure")
+    p.add_argument("--libraries", nargs="*", default=None, choices=["torch", "sklearn"],
+                   help="other libraries to time besides the reference (default: all installed)")
+    p.add_argument("--chart", metavar="PNG", default=None,
+                   help="write a bar chart of the ratios (needs matplotlib)")
     p.set_defaults(func=_bench)
     p = sub.add_parser("config", help="print the build and runtime configuration")
     p.set_defaults(func=_config)
