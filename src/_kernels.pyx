@@ -109,3 +109,4 @@ def input_gradient(floating[:, ::1] dZ_in, const floating[:, ::1] dZ,
 def sgd_update(floating[::1] param, const floating[::1] grad, double lr, int n_threads):
     with nogil:
         _sgd_update(&param[0], &grad[0], param.shape[0], <floating>lr, n_threads)
+
