@@ -115,7 +115,7 @@ cdef inline void softmax_row(floating* a, const floating* z, Py_ssize_t n) noexc
         if z[j] > m:
             m = z[j]
     for j in range(n):
-        a[j] = <floating>exp(z[j] - m)
+        a[j] = exp_t(z[j] - m)
         s += a[j]
     for j in range(n):
         a[j] = <floating>(a[j] / s)

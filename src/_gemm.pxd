@@ -21,8 +21,10 @@
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
+from libc.string cimport memcpy, memset
 
-from _activations cimport (ACT_SOFTMAX, activate_row, activation_derivative)
+from _activations cimport (ACT_IDENTITY, ACT_RELU, ACT_SOFTMAX, activate_row,
+                          activation_derivative)
 
 cdef extern from "gemm.h" nogil:
     ctypedef void (*fastbp_mk_f32)(Py_ssize_t, const float*, Py_ssize_t, Py_ssize_t,
@@ -80,9 +82,18 @@ cdef inline void tile_epilogue(floating* tile, Py_ssize_t nr_full,
     for i in range(mr):
         t = tile + i * nr_full
         if kind == EPI_DERIV_T:
-            for j in range(nr):
-                idx = (n0 + j) * ldc + m0 + i
-                C[idx] = t[j] * activation_derivative(Z[idx], A[idx], act)
+            # the common cases without a call per element
+            if act == ACT_IDENTITY:
+                for j in range(nr):
+                    C[(n0 + j) * ldc + m0 + i] = t[j]
+            elif act == ACT_RELU:
+                for j in range(nr):
+                    idx = (n0 + j) * ldc + m0 + i
+                    C[idx] = t[j] if Z[idx] > 0 else 0
+            else:
+                for j in range(nr):
+                    idx = (n0 + j) * ldc + m0 + i
+                    C[idx] = t[j] * activation_derivative(Z[idx], A[idx], act)
             continue
         c = C + (m0 + i) * ldc + n0
         if kind == EPI_STORE:
@@ -122,6 +133,12 @@ cdef inline void pack_block(floating* dst, Py_ssize_t width, const floating* src
                             Py_ssize_t x_valid) noexcept nogil:
     # dst[r * width + x] = src[r * s_r + x * s_x] for x < x_valid, zero for x < width
     cdef Py_ssize_t r, x
+    if s_x == 1:  # contiguous runs: copy and pad a row at a time
+        for r in range(R):
+            memcpy(dst + r * width, src + r * s_r, x_valid * sizeof(floating))
+            if x_valid < width:
+                memset(dst + r * width + x_valid, 0, (width - x_valid) * sizeof(floating))
+        return
     for r in range(R):
         for x in range(x_valid):
             dst[r * width + x] = src[r * s_r + x * s_x]
