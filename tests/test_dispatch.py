@@ -132,25 +132,26 @@ def test_use_target_rejects_unknown_names():
         _dispatch.use_target("sse9")
 
 
-def _run(code, **env):
+def _run(code, cwd, **env):
+    # cwd outside the source tree, whose fastbp/ has no compiled modules
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env={**os.environ, **env})
+                          env={**os.environ, **env}, cwd=cwd)
 
 
 @pytest.mark.parametrize("name", TARGETS)
-def test_fastbp_isa_forces_a_target(name):
-    r = _run("import fastbp; fastbp.show_config()", FASTBP_ISA=name)
+def test_fastbp_isa_forces_a_target(name, tmp_path):
+    r = _run("import fastbp; fastbp.show_config()", tmp_path, FASTBP_ISA=name)
     assert r.returncode == 0, r.stderr
     assert f"SIMD target chosen: {name}" in r.stdout
 
 
-def test_fastbp_isa_unknown_is_a_clear_error():
-    r = _run("import fastbp", FASTBP_ISA="avx1024")
+def test_fastbp_isa_unknown_is_a_clear_error(tmp_path):
+    r = _run("import fastbp", tmp_path, FASTBP_ISA="avx1024")
     assert r.returncode == 1
     assert "FASTBP_ISA='avx1024'" in r.stderr and "ImportError" in r.stderr
 
 
-def test_default_is_the_best_available():
+def test_default_is_the_best_available(tmp_path):
     r = _run("import fastbp; from fastbp import _dispatch; print(_dispatch.current_target())",
-             FASTBP_ISA="")
+             tmp_path, FASTBP_ISA="")
     assert r.stdout.strip() == TARGETS[-1]
