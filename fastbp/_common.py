@@ -58,3 +58,13 @@ def init_parameters(rng, layer_sizes, dtype):
 def batch_slices(n_samples, batch_size):
     """Start/stop of each minibatch; the last one may be shorter (nothing is dropped)."""
     return [(s, min(s + batch_size, n_samples)) for s in range(0, n_samples, batch_size)]
+
+
+def raise_diverged(net, where, lr):
+    """The error fit and train_step raise when the loss stops being finite."""
+    finite = all(np.isfinite(p).all() for p in net.weights + net.biases)
+    state = ("the parameters are those before this step" if finite else
+             "the parameters already hold non-finite values (a gradient overflowed)")
+    raise ValueError(
+        f"training diverged: the loss is not finite at {where}; {state}. "
+        f"Try a smaller learning rate (lr={lr:g}) or scale the inputs.")

@@ -6,10 +6,13 @@ mirror buffer (self._grads). fit() allocates its workspace once and hands each w
 to compiled code that runs without the GIL.
 """
 
+import functools
+import threading
+
 import numpy as np
 
 from . import _io, _network
-from ._common import ACTIVATIONS, LOSSES, init_parameters
+from ._common import ACTIVATIONS, LOSSES, init_parameters, raise_diverged
 from ._validation import (
     check_activations,
     check_bool,
@@ -27,6 +30,17 @@ from ._runtime import build_info
 
 _ACT_SOFTMAX = 6  # src/_activations.pxd ACT_SOFTMAX
 _FORWARD_CHUNK_ROWS = 8192  # forward() works through large inputs in slices of this many rows
+
+
+def _serialized(method):
+    """Run the method holding the network's lock: two threads using one network take turns
+    instead of interleaving steps on the same parameters and workspace. (The compiled
+    loops release the GIL, so without this they really would interleave.)"""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+    return locked
 
 
 class ParameterList(list):
@@ -77,6 +91,7 @@ class Network:
         self.seed = check_seed(seed)
         self.n_threads = effective_n_threads(n_threads, openmp=build_info()["openmp"])
         self.loss_curve_ = []
+        self._lock = threading.RLock()
 
         out_code = _ACT_SOFTMAX if self.output_activation == "softmax" else ACTIVATIONS[self.output_activation]
         self._sizes = np.array(self.layer_sizes, dtype=np.intp)
@@ -132,6 +147,7 @@ class Network:
 
     # -- public API --------------------------------------------------------------------
 
+    @_serialized
     def forward(self, X):
         """A_L for a batch X of shape (B, n_0): softmax probabilities (cross_entropy),
         sigmoid probabilities (binary_cross_entropy), or the output activation (mse)."""
@@ -145,11 +161,13 @@ class Network:
                              X[start:stop], out[start:stop], self.n_threads)
         return out
 
+    @_serialized
     def loss(self, X, y):
         """Mean loss over the batch (float)."""
         X, labels, Y = self._check_Xy(X, y)
         return float(self._run(X, labels, Y, False, 0.0))
 
+    @_serialized
     def gradients(self, X, y):
         """(dW, db): lists of new arrays shaped like weights and biases."""
         X, labels, Y = self._check_Xy(X, y)
@@ -157,16 +175,27 @@ class Network:
         dW, db = self._views(self._grads)
         return [g.copy() for g in dW], [g.copy() for g in db]
 
+    @_serialized
     def train_step(self, X, y, lr=0.1):
-        """One SGD step on the batch, in place; returns the loss before the step."""
+        """One SGD step on the batch, in place; returns the loss before the step. A
+        non-finite loss raises ValueError and leaves the parameters unchanged."""
         X, labels, Y = self._check_Xy(X, y)
         lr = check_lr(lr)
-        return float(self._run(X, labels, Y, True, lr))
+        value = float(self._run(X, labels, Y, True, lr))
+        if not np.isfinite(value):
+            raise_diverged(self, "this step", lr)
+        return value
 
+    @_serialized
     def fit(self, X, y, epochs=5, batch_size=32, lr=0.1, shuffle=True):
         """Minibatch SGD for `epochs` passes over (X, y); the last batch of an epoch may be
         smaller. Each epoch runs in compiled code without the GIL. Returns self; the mean
-        batch loss of each epoch is appended to self.loss_curve_."""
+        batch loss of each epoch is appended to self.loss_curve_.
+
+        When a batch's loss is not finite (training diverged), fit stops before that step
+        and raises ValueError; the network keeps the parameters of the last step taken.
+        Ctrl-C (KeyboardInterrupt) stops it at a batch boundary within about 20 ms, with
+        the parameters of the last completed step."""
         X, labels, Y = self._check_Xy(X, y)
         epochs = check_positive_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")
@@ -176,13 +205,15 @@ class Network:
         capacity = min(batch_size, n)
         work = self._work(capacity, input_slot=True)
         label_buf = np.empty(capacity, dtype=np.int64)
-        for _ in range(epochs):
+        for epoch in range(epochs):
             order = self._rng.permutation(n) if shuffle else np.arange(n)
-            value = _network.train_epoch(
+            total, n_done, diverged = _network.train_epoch(
                 self._params, self._grads, work, label_buf, self._sizes, self._acts,
                 self._loss_code, X, labels, Y, order.astype(np.int64, copy=False),
                 capacity, lr, self.n_threads)
-            self.loss_curve_.append(float(value))
+            if diverged:
+                raise_diverged(self, f"epoch {epoch + 1}, batch {n_done + 1}", lr)
+            self.loss_curve_.append(total / n_done)
         return self
 
     def predict(self, X):
@@ -195,6 +226,7 @@ class Network:
             return (out > 0.5).astype(np.int64)
         return out
 
+    @_serialized
     def save(self, path):
         """Write the network to `path` (.npz, no pickle; atomic)."""
         _io.save_network(self, path)

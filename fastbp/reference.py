@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from . import _io
-from ._common import LEAKY_RELU_SLOPE, batch_slices, init_parameters
+from ._common import LEAKY_RELU_SLOPE, batch_slices, init_parameters, raise_diverged
 from ._validation import (
     check_activations,
     check_bool,
@@ -161,13 +161,19 @@ class Network:
                 dZ = dA * ACTIVATION_FUNCTIONS[self.activation[l - 1]][1](Zs[l - 1], As[l])
         return dW, db
 
-    def _step(self, X, labels, Y, lr):
-        Zs, As = self._forward(X)
-        value, dZ = self._loss_and_output_grad(Zs[-1], As[-1], labels, Y)
-        dW, db = self._backward(Zs, As, dZ)
-        for W, b, gW, gb in zip(self.weights, self.biases, dW, db):
+    def _update(self, gradients, lr):
+        for W, b, gW, gb in zip(self.weights, self.biases, *gradients):
             W -= self.dtype.type(lr) * gW
             b -= self.dtype.type(lr) * gb
+
+    def _step(self, X, labels, Y, lr):
+        """One SGD step; returns the loss before it, or None (no step) when that loss is
+        not finite."""
+        Zs, As = self._forward(X)
+        value, dZ = self._loss_and_output_grad(Zs[-1], As[-1], labels, Y)
+        if not np.isfinite(value):
+            return None
+        self._update(self._backward(Zs, As, dZ), lr)
         return value
 
     # -- public API ----------------------------------------------------------------------
@@ -196,7 +202,13 @@ class Network:
 
     def train_step(self, X, y, lr=0.1):
         X, labels, Y = self._check_Xy(X, y)
-        return float(self._step(X, labels, Y, check_lr(lr)))
+        lr = check_lr(lr)
+        Zs, As = self._forward(X)
+        value, dZ = self._loss_and_output_grad(Zs[-1], As[-1], labels, Y)
+        if not np.isfinite(value):
+            raise_diverged(self, "this step", lr)
+        self._update(self._backward(Zs, As, dZ), lr)
+        return float(value)
 
     def fit(self, X, y, epochs=5, batch_size=32, lr=0.1, shuffle=True):
         X, labels, Y = self._check_Xy(X, y)
@@ -205,14 +217,17 @@ class Network:
         lr = check_lr(lr)
         shuffle = check_bool(shuffle, "shuffle")
         n = X.shape[0]
-        for _ in range(epochs):
+        for epoch in range(epochs):
             order = self._rng.permutation(n) if shuffle else np.arange(n)
             batches = batch_slices(n, batch_size)
             total = 0.0
-            for start, stop in batches:
+            for k, (start, stop) in enumerate(batches):
                 idx = order[start:stop]
-                total += self._step(X[idx], None if labels is None else labels[idx],
-                                    None if Y is None else Y[idx], lr)
+                value = self._step(X[idx], None if labels is None else labels[idx],
+                                   None if Y is None else Y[idx], lr)
+                if value is None:
+                    raise_diverged(self, f"epoch {epoch + 1}, batch {k + 1}", lr)
+                total += value
             self.loss_curve_.append(total / len(batches))
         return self
 

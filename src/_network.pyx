@@ -16,7 +16,26 @@
 from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
+from libc.math cimport isfinite
 from libc.string cimport memcpy
+
+cdef extern from *:
+    """
+    #include <time.h>
+    /* seconds on a clock that only moves forward (C11; MSVC, glibc, musl, macOS) */
+    static double fastbp_now(void) {
+        struct timespec ts;
+        timespec_get(&ts, TIME_UTC);
+        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+    }
+    """
+    double fastbp_now() nogil
+
+cdef extern from "Python.h":
+    int PyErr_CheckSignals() except -1
+
+# fit's compiled loop looks for signals (Ctrl-C) this often, taking the GIL only for that
+cdef double SIGNAL_CHECK_S = 0.02
 
 from _dense cimport (dense_forward, dense_scratch_size, weight_gradient, weight_update,
                      input_gradient)
@@ -130,7 +149,8 @@ cdef double loss_and_gradient(const Plan* p, floating* params, floating* grads,
     dZ = work + p.dz_off[(L - 1) % 2] if want_grad else NULL
     value = loss_and_output_gradient(dZ, work + p.z_off[L - 1], work + p.a_off[L],
                                      labels, Y, B, p.sizes[L], p.loss, p.acts[L - 1])
-    if not want_grad:
+    if not want_grad or not isfinite(value):
+        # a non-finite loss means training diverged: leave the parameters as they are
         return value
     for l in range(L - 1, -1, -1):
         dZ = work + p.dz_off[l % 2]
@@ -236,25 +256,40 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] work,
                 Py_ssize_t batch_size, double lr, int n_threads):
     """One epoch of minibatch SGD over the rows of X in `order`, without the GIL.
     work: work_size(capacity=batch_size, input_slot=True); label_buf: batch_size int64.
-    Returns the mean over batches of the batch loss (each taken before its step)."""
+
+    Returns (sum of the batch losses, batches completed, diverged). Each batch loss is
+    taken before its step. When a batch's loss is not finite the loop stops before that
+    step (diverged is True). Every SIGNAL_CHECK_S seconds the loop takes the GIL to let
+    Python handle signals; a KeyboardInterrupt then propagates from here at a batch
+    boundary, with the parameters of the last completed step."""
     cdef Plan p
     cdef Py_ssize_t n = order.shape[0], start, B, n_batches = 0
-    cdef double total = 0
+    cdef double total = 0, value, next_check
+    cdef bint diverged = False
     cdef const int64_t* lab = labels_ptr(labels)
     cdef const floating* ys = rows_ptr(Y)
     make_plan(&p, sizes, acts, loss, batch_size, True, n_threads)
     try:
         with nogil:
             start = 0
+            next_check = fastbp_now() + SIGNAL_CHECK_S
             while start < n:
                 B = min(batch_size, n - start)
                 gather_batch(&p, &work[0], &label_buf[0], &X[0, 0], lab, ys, &order[start], B)
-                total += loss_and_gradient(&p, &params[0], &grads[0], &work[0], &work[0],
-                                           &label_buf[0] if lab != NULL else NULL,
-                                           &work[0] + p.y_off if lab == NULL else NULL,
-                                           B, True, <floating>lr)
+                value = loss_and_gradient(&p, &params[0], &grads[0], &work[0], &work[0],
+                                          &label_buf[0] if lab != NULL else NULL,
+                                          &work[0] + p.y_off if lab == NULL else NULL,
+                                          B, True, <floating>lr)
+                if not isfinite(value):
+                    diverged = True
+                    break
+                total += value
                 n_batches += 1
                 start += B
+                if fastbp_now() >= next_check:
+                    with gil:
+                        PyErr_CheckSignals()
+                    next_check = fastbp_now() + SIGNAL_CHECK_S
     finally:
         free_plan(&p)
-    return total / n_batches
+    return total, n_batches, diverged
