@@ -34,8 +34,8 @@ cdef extern from "gemm.h" nogil:
     ctypedef struct fastbp_target:
         int code
         int mr_f32, nr_f32, mr_f64, nr_f64
-        fastbp_mk_f32 mk_f32
-        fastbp_mk_f64 mk_f64
+        fastbp_mk_f32 mk_f32, mk_narrow_f32
+        fastbp_mk_f64 mk_f64, mk_narrow_f64
     const fastbp_target* fastbp_active_target
     int fastbp_set_target(int code)
     int fastbp_target_supported(int code)
@@ -109,7 +109,7 @@ cdef inline void tile_epilogue(floating* tile, Py_ssize_t nr_full,
                 activate_row(C2 + (m0 + i) * ldc + n0, c, nr, act)
 
 
-cdef inline void run_tile(const fastbp_target* tgt, Py_ssize_t R,
+cdef inline void run_tile(const fastbp_target* tgt, bint narrow, Py_ssize_t NR, Py_ssize_t R,
                           const floating* a, Py_ssize_t a_si, Py_ssize_t a_sk,
                           const floating* b, Py_ssize_t b_sk,
                           Py_ssize_t m0, Py_ssize_t mr, Py_ssize_t n0, Py_ssize_t nr,
@@ -118,14 +118,11 @@ cdef inline void run_tile(const fastbp_target* tgt, Py_ssize_t R,
                           int kind, int act, floating lr) noexcept nogil:
     # A function of its own so that each thread's tile lives on that thread's stack.
     cdef floating tile[FASTBP_MAX_MR * FASTBP_MAX_NR]
-    cdef Py_ssize_t nr_full
     if floating is float:
-        tgt.mk_f32(R, a, a_si, a_sk, b, b_sk, tile)
-        nr_full = tgt.nr_f32
+        (tgt.mk_narrow_f32 if narrow else tgt.mk_f32)(R, a, a_si, a_sk, b, b_sk, tile)
     else:
-        tgt.mk_f64(R, a, a_si, a_sk, b, b_sk, tile)
-        nr_full = tgt.nr_f64
-    tile_epilogue(tile, nr_full, m0, mr, n0, nr, C, ldc, C2, bias, Z, A, kind, act, lr)
+        (tgt.mk_narrow_f64 if narrow else tgt.mk_f64)(R, a, a_si, a_sk, b, b_sk, tile)
+    tile_epilogue(tile, NR, m0, mr, n0, nr, C, ldc, C2, bias, Z, A, kind, act, lr)
 
 
 cdef inline void pack_block(floating* dst, Py_ssize_t width, const floating* src,
@@ -146,7 +143,8 @@ cdef inline void pack_block(floating* dst, Py_ssize_t width, const floating* src
             dst[r * width + x] = 0
 
 
-cdef inline void gemm_panel(const fastbp_target* tgt, Py_ssize_t nb, Py_ssize_t MR, Py_ssize_t NR,
+cdef inline void gemm_panel(const fastbp_target* tgt, bint narrow, Py_ssize_t nb,
+                            Py_ssize_t MR, Py_ssize_t NR,
                             Py_ssize_t n_mb, bint a_inplace, bint b_inplace,
                             floating* a_pack, floating* b_pack,
                             const floating* A, Py_ssize_t a_sm, Py_ssize_t a_sr,
@@ -170,10 +168,10 @@ cdef inline void gemm_panel(const fastbp_target* tgt, Py_ssize_t nb, Py_ssize_t 
         m0 = mb * MR
         mr = min(MR, M - m0)
         if a_inplace and mr == MR:
-            run_tile(tgt, R, A + m0 * a_sm, a_sm, 1, b_ptr, b_sk, m0, mr, n0, nr,
+            run_tile(tgt, narrow, NR, R, A + m0 * a_sm, a_sm, 1, b_ptr, b_sk, m0, mr, n0, nr,
                      C, ldc, C2, bias, Z, Az, kind, act, lr)
         else:
-            run_tile(tgt, R, a_pack + mb * MR * R, 1, MR, b_ptr, b_sk, m0, mr, n0, nr,
+            run_tile(tgt, narrow, NR, R, a_pack + mb * MR * R, 1, MR, b_ptr, b_sk, m0, mr, n0, nr,
                      C, ldc, C2, bias, Z, Az, kind, act, lr)
 
 
@@ -191,7 +189,7 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
     cdef Py_ssize_t MR, NR, n_mb, n_nb, mb, nb
     cdef floating* a_pack = scratch
     cdef floating* b_packs
-    cdef bint a_inplace, b_inplace
+    cdef bint a_inplace, b_inplace, narrow
     cdef int nt
     if floating is float:
         MR = tgt.mr_f32
@@ -199,6 +197,9 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
     else:
         MR = tgt.mr_f64
         NR = tgt.nr_f64
+    narrow = N <= NR // 2
+    if narrow:
+        NR = NR // 2
     n_mb = (M + MR - 1) // MR
     n_nb = (N + NR - 1) // NR
     b_packs = scratch + n_mb * MR * R
@@ -223,12 +224,12 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
     # microsecond, a noticeable share of a small layer's product.
     if nt == 1:
         for nb in range(n_nb):
-            gemm_panel(tgt, nb, MR, NR, n_mb, a_inplace, b_inplace, a_pack, b_packs,
+            gemm_panel(tgt, narrow, nb, MR, NR, n_mb, a_inplace, b_inplace, a_pack, b_packs,
                        A, a_sm, a_sr, B, b_sr, b_sn, M, N, R, C, ldc, C2, bias, Z, Az,
                        kind, act, lr)
     else:
         for nb in prange(n_nb, nogil=True, schedule="static", num_threads=nt):
-            gemm_panel(tgt, nb, MR, NR, n_mb, a_inplace, b_inplace, a_pack,
+            gemm_panel(tgt, narrow, nb, MR, NR, n_mb, a_inplace, b_inplace, a_pack,
                        b_packs + threadid() * NR * R,
                        A, a_sm, a_sr, B, b_sr, b_sn, M, N, R, C, ldc, C2, bias, Z, Az,
                        kind, act, lr)

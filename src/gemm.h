@@ -31,11 +31,14 @@ typedef void (*fastbp_mk_f64)(ptrdiff_t, const double *, ptrdiff_t, ptrdiff_t, c
 /* the largest tile of any target, for sizing scratch space */
 enum { FASTBP_MAX_MR = 8, FASTBP_MAX_NR = 32 };
 
+/* Each target has a full-width tile and a narrow one (one vector per row, NR / 2) for
+ * products with at most NR / 2 columns, such as a 10-class output layer: they would
+ * otherwise spend most of a full tile's arithmetic on zero padding. */
 typedef struct {
     int code;
     int mr_f32, nr_f32, mr_f64, nr_f64;
-    fastbp_mk_f32 mk_f32;
-    fastbp_mk_f64 mk_f64;
+    fastbp_mk_f32 mk_f32, mk_narrow_f32;
+    fastbp_mk_f64 mk_f64, mk_narrow_f64;
 } fastbp_target;
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -75,16 +78,36 @@ typedef double fastbp_f64x2 __attribute__((vector_size(16)));
 #undef MK_T
 #undef MK_VEC
 #undef MK_VW
-#undef MK_MR
 #undef MK_NV
+#define MK_NV 1
+#define MK_NAME fastbp_mk_baseline_narrow_f32
+#define MK_T float
+#define MK_VEC fastbp_f32x4
+#define MK_VW 4
+#include "gemm_microkernel.h"
+#undef MK_NAME
+#undef MK_T
+#undef MK_VEC
+#undef MK_VW
+#define MK_NAME fastbp_mk_baseline_narrow_f64
+#define MK_T double
+#define MK_VEC fastbp_f64x2
+#define MK_VW 2
+#include "gemm_microkernel.h"
+#undef MK_NAME
+#undef MK_T
+#undef MK_VEC
+#undef MK_VW
+#undef MK_NV
+#undef MK_MR
 #undef MK_TARGET
 #define FASTBP_BASELINE_NR_F32 8
 #define FASTBP_BASELINE_NR_F64 4
 #else /* plain C: the "vector" is one element */
 #define MK_TARGET
 #define MK_MR 4
-#define MK_NV 4
 #define MK_VW 1
+#define MK_NV 4
 #define MK_NAME fastbp_mk_baseline_f32
 #define MK_T float
 #define MK_VEC float
@@ -99,8 +122,24 @@ typedef double fastbp_f64x2 __attribute__((vector_size(16)));
 #undef MK_NAME
 #undef MK_T
 #undef MK_VEC
-#undef MK_MR
 #undef MK_NV
+#define MK_NV 2
+#define MK_NAME fastbp_mk_baseline_narrow_f32
+#define MK_T float
+#define MK_VEC float
+#include "gemm_microkernel.h"
+#undef MK_NAME
+#undef MK_T
+#undef MK_VEC
+#define MK_NAME fastbp_mk_baseline_narrow_f64
+#define MK_T double
+#define MK_VEC double
+#include "gemm_microkernel.h"
+#undef MK_NAME
+#undef MK_T
+#undef MK_VEC
+#undef MK_NV
+#undef MK_MR
 #undef MK_VW
 #undef MK_TARGET
 #define FASTBP_BASELINE_NR_F32 4
@@ -114,7 +153,8 @@ static const fastbp_target fastbp_target_baseline = {
 #else
     4, FASTBP_BASELINE_NR_F32, 4, FASTBP_BASELINE_NR_F64,
 #endif
-    fastbp_mk_baseline_f32, fastbp_mk_baseline_f64};
+    fastbp_mk_baseline_f32, fastbp_mk_baseline_narrow_f32,
+    fastbp_mk_baseline_f64, fastbp_mk_baseline_narrow_f64};
 
 /* ---- x86 targets ---- */
 #if FASTBP_X86_TARGETS
@@ -144,8 +184,28 @@ typedef double fastbp_f64x8 __attribute__((vector_size(64)));
 #undef MK_T
 #undef MK_VEC
 #undef MK_VW
-#undef MK_MR
 #undef MK_NV
+#define MK_NV 1
+#define MK_NAME fastbp_mk_avx2_narrow_f32
+#define MK_T float
+#define MK_VEC fastbp_f32x8
+#define MK_VW 8
+#include "gemm_microkernel.h"
+#undef MK_NAME
+#undef MK_T
+#undef MK_VEC
+#undef MK_VW
+#define MK_NAME fastbp_mk_avx2_narrow_f64
+#define MK_T double
+#define MK_VEC fastbp_f64x4
+#define MK_VW 4
+#include "gemm_microkernel.h"
+#undef MK_NAME
+#undef MK_T
+#undef MK_VEC
+#undef MK_VW
+#undef MK_NV
+#undef MK_MR
 #undef MK_TARGET
 
 #define MK_TARGET __attribute__((target("avx512f,avx2,fma")))
@@ -169,14 +229,37 @@ typedef double fastbp_f64x8 __attribute__((vector_size(64)));
 #undef MK_T
 #undef MK_VEC
 #undef MK_VW
-#undef MK_MR
 #undef MK_NV
+#define MK_NV 1
+#define MK_NAME fastbp_mk_avx512_narrow_f32
+#define MK_T float
+#define MK_VEC fastbp_f32x16
+#define MK_VW 16
+#include "gemm_microkernel.h"
+#undef MK_NAME
+#undef MK_T
+#undef MK_VEC
+#undef MK_VW
+#define MK_NAME fastbp_mk_avx512_narrow_f64
+#define MK_T double
+#define MK_VEC fastbp_f64x8
+#define MK_VW 8
+#include "gemm_microkernel.h"
+#undef MK_NAME
+#undef MK_T
+#undef MK_VEC
+#undef MK_VW
+#undef MK_NV
+#undef MK_MR
 #undef MK_TARGET
 
 static const fastbp_target fastbp_target_avx2 = {
-    FASTBP_TARGET_AVX2, 6, 16, 6, 8, fastbp_mk_avx2_f32, fastbp_mk_avx2_f64};
+    FASTBP_TARGET_AVX2, 6, 16, 6, 8,
+    fastbp_mk_avx2_f32, fastbp_mk_avx2_narrow_f32, fastbp_mk_avx2_f64, fastbp_mk_avx2_narrow_f64};
 static const fastbp_target fastbp_target_avx512 = {
-    FASTBP_TARGET_AVX512, 8, 32, 8, 16, fastbp_mk_avx512_f32, fastbp_mk_avx512_f64};
+    FASTBP_TARGET_AVX512, 8, 32, 8, 16,
+    fastbp_mk_avx512_f32, fastbp_mk_avx512_narrow_f32,
+    fastbp_mk_avx512_f64, fastbp_mk_avx512_narrow_f64};
 #endif
 
 /* Whether this build has `code` and this CPU can run it. */
