@@ -9,6 +9,8 @@ OpenMP flag. When that fails the extensions are built serially, with a warning.
 Environment variables:
     FASTBP_NO_OPENMP=1        build serially without probing.
     FASTBP_FAIL_NO_OPENMP=1   make a missing OpenMP a build error instead of a warning.
+    FASTBP_SANITIZE=1         build with AddressSanitizer and UndefinedBehaviorSanitizer
+                              (-O1 -g), for tools/sanitize.sh; never for a release.
 
 The distributed build never uses -march=native or -ffast-math: a wheel must run on any
 x86-64 CPU (SIMD targets are chosen at run time, see the performance roadmap).
@@ -103,9 +105,14 @@ class BuildExt(build_ext):
                 raise RuntimeError(msg + " (FASTBP_FAIL_NO_OPENMP is set)")
             warnings.warn(msg)
             print("WARNING: " + msg, file=sys.stderr)
+        sanitize = []
+        if _truthy("FASTBP_SANITIZE") and compiler.compiler_type != "msvc":
+            sanitize = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all",
+                        "-fno-omit-frame-pointer", "-g"]
+            base = [f for f in base if not f.startswith("-O")] + ["-O1"]
         for ext in self.extensions:
-            ext.extra_compile_args = base + (cflags if use_openmp else [])
-            ext.extra_link_args = ldflags if use_openmp else []
+            ext.extra_compile_args = base + sanitize + (cflags if use_openmp else [])
+            ext.extra_link_args = sanitize + (ldflags if use_openmp else [])
         super().build_extensions()
 
 
