@@ -49,10 +49,26 @@ def init_parameters(rng, layer_sizes, dtype):
     """
     weights, biases = [], []
     for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:]):
-        bound = np.sqrt(6.0 / (fan_in + fan_out))
-        weights.append(rng.uniform(-bound, bound, size=(fan_in, fan_out)).astype(dtype))
+        weights.append(np.empty((fan_in, fan_out), dtype=dtype))
         biases.append(np.zeros(fan_out, dtype=dtype))
+    fill_initial_parameters(rng, weights)
     return weights, biases
+
+
+_INIT_CHUNK = 1 << 20  # values drawn at a time: the float64 draw never doubles a big layer
+
+
+def fill_initial_parameters(rng, weights):
+    """Fill each weight matrix in place with Glorot uniform values, drawing in row chunks.
+    A Generator's uniform draws are one stream in C order, so the chunks give exactly the
+    values of one rng.uniform(size=(fan_in, fan_out)) call, without its float64 copy."""
+    for W in weights:
+        fan_in, fan_out = W.shape
+        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        rows = max(1, _INIT_CHUNK // fan_out)
+        for start in range(0, fan_in, rows):
+            stop = min(start + rows, fan_in)
+            W[start:stop] = rng.uniform(-bound, bound, size=(stop - start, fan_out))
 
 
 def batch_slices(n_samples, batch_size):

@@ -224,3 +224,13 @@ def check_bool(value, name):
 
 def activation_codes(names):
     return [ACTIVATIONS[n] for n in names]
+
+
+def check_buffer_size(n_elements, dtype, what):
+    """n_elements as an int, or ValueError when the buffer could not even be indexed on
+    this machine (more bytes than a signed pointer-sized integer holds)."""
+    n_bytes = int(n_elements) * np.dtype(dtype).itemsize
+    if n_bytes >= np.iinfo(np.intp).max:
+        raise ValueError(f"{what} would need {n_bytes:.3e} bytes, more than this machine "
+                         f"can address")
+    return int(n_elements)

@@ -12,7 +12,7 @@ import threading
 import numpy as np
 
 from . import _io, _network
-from ._common import ACTIVATIONS, LOSSES, init_parameters, raise_diverged
+from ._common import ACTIVATIONS, LOSSES, fill_initial_parameters, raise_diverged
 from ._validation import (
     check_activations,
     check_bool,
@@ -22,6 +22,7 @@ from ._validation import (
     check_lr,
     check_positive_int,
     check_seed,
+    check_buffer_size,
     check_targets,
     check_X,
     effective_n_threads,
@@ -97,15 +98,15 @@ class Network:
         self._sizes = np.array(self.layer_sizes, dtype=np.intp)
         self._acts = np.array([ACTIVATIONS[a] for a in self.activation] + [out_code], dtype=np.intc)
         self._loss_code = LOSSES[self.loss_name][0]
-        n_params, _ = _network.sizes_of(self._sizes, self._acts, 1, False, 1)
-        self._params = np.empty(n_params, dtype=self.dtype)
+        n_params = check_buffer_size(
+            sum(a * b + b for a, b in zip(self.layer_sizes[:-1], self.layer_sizes[1:])),
+            self.dtype, "the parameters of layer_sizes")
+        self._params = np.zeros(n_params, dtype=self.dtype)
         self._grads = np.zeros(n_params, dtype=self.dtype)
         self.weights, self.biases = self._views(self._params)
 
         self._rng = np.random.default_rng(self.seed)
-        weights, biases = init_parameters(self._rng, self.layer_sizes, self.dtype)
-        for view, value in zip(self.weights + self.biases, weights + biases):
-            view[...] = value
+        fill_initial_parameters(self._rng, self.weights)  # biases start at zero
 
     def _views(self, buffer):
         """Per-layer (weights, biases) views into a buffer laid out like the parameters."""
@@ -136,6 +137,14 @@ class Network:
         return X, labels, Y
 
     def _work(self, capacity, input_slot=False):
+        # An upper bound of make_plan's layout (src/_network.pyx), in Python ints, so that
+        # sizes too large for the machine's index type are an error before C sees them:
+        # per batch row two slots per layer, two dZ slots, input and targets; GEMM scratch
+        # of (M + 8) R + 32 R per thread for the largest product of any layer.
+        widest = max(self.layer_sizes)
+        bound = (capacity * (2 * sum(self.layer_sizes) + 3 * widest)
+                 + (capacity + widest + 8) * widest + 32 * widest * max(capacity, widest) * self.n_threads)
+        check_buffer_size(bound, self.dtype, "the workspace of this batch size")
         _, size = _network.sizes_of(self._sizes, self._acts, capacity, input_slot, self.n_threads)
         return np.empty(size, dtype=self.dtype)
 
