@@ -6,7 +6,7 @@ import sys
 import numpy as np
 
 from . import _dispatch
-from ._runtime import build_info
+from ._runtime import build_info, omp_max_threads
 from ._validation import effective_n_threads
 from ._version import __version__
 
@@ -25,7 +25,7 @@ def config():
         "cpu_features": info["cpu_features"],
         "simd_targets_available": _dispatch.available_targets(),
         "simd_target_chosen": _dispatch.current_target(),
-        "default_n_threads": effective_n_threads(None, openmp=info["openmp"]),
+        "default_n_threads": effective_n_threads(None, info["openmp"], omp_max_threads()),
     }
 
 

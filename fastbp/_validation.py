@@ -102,14 +102,23 @@ def cpu_count():
         return max(1, os.cpu_count() or 1)
 
 
-def effective_n_threads(n_threads, openmp=True):
-    """Threads to use: None follows OMP_NUM_THREADS, else the usable cores; a positive int
-    caps; -1 means all cores, -2 all but one, ...; 0 is an error; a serial build gives 1."""
+def check_n_threads(n_threads):
+    """None or a non-zero int (the request, before it is resolved against the machine)."""
     if n_threads is not None:
         if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, numbers.Integral):
             raise TypeError(f"n_threads must be None or a non-zero int; got {n_threads!r}")
         if n_threads == 0:
             raise ValueError("n_threads must be None or a non-zero int; got 0")
+        return int(n_threads)
+    return None
+
+
+def effective_n_threads(n_threads, openmp=True, omp_max_threads=None):
+    """Threads to use now (scikit-learn's rule): None follows OMP_NUM_THREADS when it is
+    set, else OpenMP's current maximum (which threadpoolctl's limits change) capped at the
+    usable cores; a positive int caps; -1 means all cores, -2 all but one, ...; 0 is an
+    error; a serial build gives 1."""
+    n_threads = check_n_threads(n_threads)
     if not openmp:
         return 1
     cores = cpu_count()
@@ -117,10 +126,10 @@ def effective_n_threads(n_threads, openmp=True):
         env = os.environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
         if env.isdigit() and int(env) > 0:
             return int(env)
-        return cores
+        return max(1, min(omp_max_threads or cores, cores))
     if n_threads < 0:
-        return max(1, cores + 1 + int(n_threads))
-    return int(n_threads)
+        return max(1, cores + 1 + n_threads)
+    return n_threads
 
 
 def _as_numeric_array(value, name):

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _kernels
 from ._common import ACTIVATIONS, LOSSES, canonical_activation
-from ._runtime import build_info
+from ._runtime import build_info, omp_max_threads
 from ._validation import (
     SUPPORTED_DTYPES,
     _as_numeric_array,
@@ -43,8 +43,11 @@ __all__ = [
 _ACT_SOFTMAX = 6
 
 
+_OPENMP = build_info()["openmp"]
+
+
 def _threads(n_threads):
-    return effective_n_threads(n_threads, openmp=build_info()["openmp"])
+    return effective_n_threads(n_threads, _OPENMP, omp_max_threads())
 
 
 def _act_code(activation, allow_softmax=False):

@@ -23,11 +23,14 @@ from ._validation import (
     check_positive_int,
     check_seed,
     check_buffer_size,
+    check_n_threads,
     check_targets,
     check_X,
     effective_n_threads,
 )
-from ._runtime import build_info
+from ._runtime import build_info, omp_max_threads
+
+_OPENMP = build_info()["openmp"]
 
 _ACT_SOFTMAX = 6  # src/_activations.pxd ACT_SOFTMAX
 _FORWARD_CHUNK_ROWS = 8192  # forward() works through large inputs in slices of this many rows
@@ -79,8 +82,9 @@ class Network:
         Seeds initialization and fit's shuffling (same seed, same run as
         fastbp.reference.Network).
     n_threads : int or None
-        None: OMP_NUM_THREADS if set, else the usable cores. A positive int caps the
-        threads, -1 means all cores, -2 all but one. Results are bit-identical for any value.
+        None: OMP_NUM_THREADS if set, else OpenMP's maximum (threadpoolctl limits apply)
+        capped at the usable cores, resolved at each call. A positive int caps the threads,
+        -1 means all cores, -2 all but one. Results are bit-identical for any value.
     """
 
     def __init__(self, layer_sizes, activation="relu", loss="cross_entropy",
@@ -90,7 +94,7 @@ class Network:
         self.loss_name, self.output_activation = check_loss(loss, output_activation)
         self.dtype = check_dtype(dtype)
         self.seed = check_seed(seed)
-        self.n_threads = effective_n_threads(n_threads, openmp=build_info()["openmp"])
+        self._n_threads = check_n_threads(n_threads)
         self.loss_curve_ = []
         self._lock = threading.RLock()
 
@@ -107,6 +111,12 @@ class Network:
 
         self._rng = np.random.default_rng(self.seed)
         fill_initial_parameters(self._rng, self.weights)  # biases start at zero
+
+    @property
+    def n_threads(self):
+        """The threads the next call will use (resolved now, so that OMP_NUM_THREADS and
+        threadpoolctl's OpenMP limits apply when n_threads=None)."""
+        return effective_n_threads(self._n_threads, _OPENMP, omp_max_threads())
 
     def _views(self, buffer):
         """Per-layer (weights, biases) views into a buffer laid out like the parameters."""
@@ -136,23 +146,24 @@ class Network:
             Y = np.empty((0, self.layer_sizes[-1]), dtype=self.dtype)
         return X, labels, Y
 
-    def _work(self, capacity, input_slot=False):
+    def _work(self, capacity, n_threads, input_slot=False):
         # An upper bound of make_plan's layout (src/_network.pyx), in Python ints, so that
         # sizes too large for the machine's index type are an error before C sees them:
         # per batch row two slots per layer, two dZ slots, input and targets; GEMM scratch
         # of (M + 8) R + 32 R per thread for the largest product of any layer.
         widest = max(self.layer_sizes)
         bound = (capacity * (2 * sum(self.layer_sizes) + 3 * widest)
-                 + (capacity + widest + 8) * widest + 32 * widest * max(capacity, widest) * self.n_threads)
+                 + (capacity + widest + 8) * widest + 32 * widest * max(capacity, widest) * n_threads)
         check_buffer_size(bound, self.dtype, "the workspace of this batch size")
-        _, size = _network.sizes_of(self._sizes, self._acts, capacity, input_slot, self.n_threads)
+        _, size = _network.sizes_of(self._sizes, self._acts, capacity, input_slot, n_threads)
         return np.empty(size, dtype=self.dtype)
 
     def _run(self, X, labels, Y, want_grad, lr):
-        work = self._work(X.shape[0])
+        nt = self.n_threads
+        work = self._work(X.shape[0], nt)
         return _network.loss_gradients_step(
             self._params, self._grads, work, self._sizes, self._acts, self._loss_code,
-            X, labels, Y, want_grad, lr, self.n_threads)
+            X, labels, Y, want_grad, lr, nt)
 
     # -- public API --------------------------------------------------------------------
 
@@ -163,11 +174,12 @@ class Network:
         X = self._check_X(X)
         B = X.shape[0]
         out = np.empty((B, self.layer_sizes[-1]), dtype=self.dtype)
-        work = self._work(min(B, _FORWARD_CHUNK_ROWS))
+        nt = self.n_threads
+        work = self._work(min(B, _FORWARD_CHUNK_ROWS), nt)
         for start in range(0, B, _FORWARD_CHUNK_ROWS):
             stop = min(start + _FORWARD_CHUNK_ROWS, B)
             _network.forward(self._params, work, self._sizes, self._acts,
-                             X[start:stop], out[start:stop], self.n_threads)
+                             X[start:stop], out[start:stop], nt)
         return out
 
     @_serialized
@@ -212,14 +224,15 @@ class Network:
         shuffle = check_bool(shuffle, "shuffle")
         n = X.shape[0]
         capacity = min(batch_size, n)
-        work = self._work(capacity, input_slot=True)
+        nt = self.n_threads
+        work = self._work(capacity, nt, input_slot=True)
         label_buf = np.empty(capacity, dtype=np.int64)
         for epoch in range(epochs):
             order = self._rng.permutation(n) if shuffle else np.arange(n)
             total, n_done, diverged = _network.train_epoch(
                 self._params, self._grads, work, label_buf, self._sizes, self._acts,
                 self._loss_code, X, labels, Y, order.astype(np.int64, copy=False),
-                capacity, lr, self.n_threads)
+                capacity, lr, nt)
             if diverged:
                 raise_diverged(self, f"epoch {epoch + 1}, batch {n_done + 1}", lr)
             self.loss_curve_.append(total / n_done)

@@ -44,6 +44,11 @@ cdef extern from *:
     int fastbp_cpu_has(int which) nogil
 
 
+def omp_max_threads():
+    """OpenMP's current maximum thread count (1 in a serial build)."""
+    return fastbp_omp_max_threads()
+
+
 def build_info():
     """Facts about this build and this CPU, as a dict."""
     features = [name for code, name in enumerate(("sse2", "avx2+fma", "avx512f"))

@@ -335,3 +335,17 @@ def test_matches_pytorch(loss):
     for l in range(2):
         assert_close(dW[l], Ws[l].grad.numpy(), tol, f"dW[{l}] vs torch")
         assert_close(db[l], bs[l].grad.numpy(), tol, f"db[{l}] vs torch")
+
+
+def test_threadpoolctl_sees_and_limits_fastbps_openmp():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if not fastbp._config.config()["openmp"]:
+        pytest.skip("serial build")
+    net = fastbp.Network([4, 4], seed=0)
+    apis = [i["user_api"] for i in threadpoolctl.threadpool_info()]
+    assert "openmp" in apis
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        assert net.n_threads == 1
+    assert fastbp.Network([4, 4], seed=0, n_threads=-1).n_threads >= 1
+    with pytest.raises(ValueError, match="n_threads"):
+        fastbp.Network([4, 4], n_threads=0)
