@@ -20,6 +20,10 @@
 #include <stddef.h>
 #include <string.h>
 
+#if defined(_MSC_VER) && !defined(__clang__)
+#define restrict __restrict /* MSVC's C has the qualifier under this name */
+#endif
+
 enum { FASTBP_TARGET_BASELINE = 0, FASTBP_TARGET_AVX2 = 1, FASTBP_TARGET_AVX512 = 2 };
 
 /* micro-kernel: (kc, A, a_si, a_sk, B, b_sk, tile), see gemm_microkernel.h */
