@@ -215,8 +215,8 @@ class Network:
 
         When a batch's loss is not finite (training diverged), fit stops before that step
         and raises ValueError; the network keeps the parameters of the last step taken.
-        Ctrl-C (KeyboardInterrupt) stops it at a batch boundary within about 20 ms, with
-        the parameters of the last completed step."""
+        Ctrl-C (KeyboardInterrupt) stops it at the next batch boundary (signals are looked
+        for every 20 ms), with the parameters of the last completed step."""
         X, labels, Y = self._check_Xy(X, y)
         epochs = check_positive_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")

@@ -39,7 +39,7 @@ import re
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, event, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -525,6 +525,10 @@ def check_network_call(cfg, bias_seed, method, xcase, ycase, kw, kw_errors, kw_e
         if exc is not None and not isinstance(exc, (ValueError, TypeError)):
             raise AssertionError(f"{who} raised {type(exc).__name__}: {exc}") from exc
 
+    event(f"{method}: " + ("error expected" if expected else
+                           "extreme" if (xcase.extreme or (ycase is not None and ycase.extreme)
+                                         or kw_extreme) else "valid")
+          + f", fastbp {'ok' if exc_f is None else type(exc_f).__name__}")
     if expected:
         # (b): a bad argument: both raise the same allowed type, nothing changes
         assert exc_f is not None, f"fastbp accepted a bad input (expected {expected})"
@@ -1044,6 +1048,8 @@ def test_kernels_match_numpy_or_fail_cleanly(call_):
     ins_before = {name: np.array(case.value, copy=True) for name, case in ins
                   if isinstance(case.value, np.ndarray)}
     result, exc = outcome(call_kernel, fn, args)
+    event(f"{fn}: " + ("error expected" if errors else "extreme" if extreme else "valid")
+          + f", {'ok' if exc is None else type(exc).__name__}")
     if exc is not None and not isinstance(exc, (ValueError, TypeError)):
         raise AssertionError(f"{fn} raised {type(exc).__name__}: {exc}") from exc
     for name, before in ins_before.items():
