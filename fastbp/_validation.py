@@ -141,6 +141,8 @@ def _as_numeric_array(value, name):
     if arr.dtype.kind == "O":
         try:
             arr = arr.astype(np.float64)
+        except OverflowError as exc:  # a Python int beyond float64's range
+            raise ValueError(f"{name} contains a number too large for a float: {exc}") from exc
         except (TypeError, ValueError) as exc:
             raise TypeError(f"{name} must contain real numbers; got objects: {exc}") from exc
     if arr.dtype.kind not in "biuf":
