@@ -218,12 +218,17 @@ def check_targets(y, loss, n_out, n_samples, dtype, name="y"):
     return None, Y
 
 
-def check_lr(lr):
+def check_lr(lr, dtype=np.float64):
+    """A positive learning rate that stays finite in the network's dtype (1e39 is a finite
+    Python float but infinite in float32, and would turn the weights into inf)."""
     if isinstance(lr, (bool, np.bool_)) or not isinstance(lr, numbers.Real):
         raise TypeError(f"lr must be a real number; got {lr!r}")
     lr = float(lr)
     if not np.isfinite(lr) or lr <= 0:
         raise ValueError(f"lr must be a positive finite number; got {lr}")
+    with np.errstate(over="ignore"):
+        if not np.isfinite(np.dtype(dtype).type(lr)):
+            raise ValueError(f"lr must be finite in {np.dtype(dtype)}; got {lr}")
     return lr
 
 

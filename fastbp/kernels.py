@@ -223,6 +223,6 @@ def sgd_update(param, grad, lr, n_threads=None):
     if param.size == 0:
         raise ValueError("param must not be empty")
     grad = _input(grad, "grad", param.dtype, param.ndim, param.shape)
-    lr = check_lr(lr)
+    lr = check_lr(lr, param.dtype)
     _no_overlap([("param", param)], [("grad", grad)])
     _kernels.sgd_update(param.reshape(-1), grad.reshape(-1), lr, _threads(n_threads))

@@ -201,7 +201,7 @@ class Network:
         """One SGD step on the batch, in place; returns the loss before the step. A
         non-finite loss raises ValueError and leaves the parameters unchanged."""
         X, labels, Y = self._check_Xy(X, y)
-        lr = check_lr(lr)
+        lr = check_lr(lr, self.dtype)
         value = float(self._run(X, labels, Y, True, lr))
         if not np.isfinite(value):
             raise_diverged(self, "this step", lr)
@@ -220,7 +220,7 @@ class Network:
         X, labels, Y = self._check_Xy(X, y)
         epochs = check_positive_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")
-        lr = check_lr(lr)
+        lr = check_lr(lr, self.dtype)
         shuffle = check_bool(shuffle, "shuffle")
         n = X.shape[0]
         capacity = min(batch_size, n)

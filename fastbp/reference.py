@@ -202,7 +202,7 @@ class Network:
 
     def train_step(self, X, y, lr=0.1):
         X, labels, Y = self._check_Xy(X, y)
-        lr = check_lr(lr)
+        lr = check_lr(lr, self.dtype)
         Zs, As = self._forward(X)
         value, dZ = self._loss_and_output_grad(Zs[-1], As[-1], labels, Y)
         if not np.isfinite(value):
@@ -214,7 +214,7 @@ class Network:
         X, labels, Y = self._check_Xy(X, y)
         epochs = check_positive_int(epochs, "epochs")
         batch_size = check_positive_int(batch_size, "batch_size")
-        lr = check_lr(lr)
+        lr = check_lr(lr, self.dtype)
         shuffle = check_bool(shuffle, "shuffle")
         n = X.shape[0]
         for epoch in range(epochs):

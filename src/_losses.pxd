@@ -36,7 +36,7 @@ cdef inline double loss_and_output_gradient(
     """Mean loss over the batch; when dZ is not NULL also dL/dZ (already divided by the
     batch size, or by B*N for the element-wise losses)."""
     cdef Py_ssize_t i, j, c
-    cdef double total = 0, lse, row_mass, z, y, diff
+    cdef double total = 0, lse, row_mass, z, y
     cdef floating inv_B = <floating>(1.0 / B)
     cdef floating inv_BN = <floating>(1.0 / (B * N))
     cdef floating two_inv_BN = <floating>(2.0 / (B * N))
@@ -74,11 +74,12 @@ cdef inline double loss_and_output_gradient(
                 dZ[i] = (A[i] - Y[i]) * inv_BN
         return total / (B * N)
 
-    # mse through the output activation
+    # mse through the output activation. The square is taken in the network's dtype, as
+    # the reference does: a float32 residual whose square overflows float32 is a diverged
+    # network (infinite loss), not a finite double.
     for i in range(B * N):
-        diff = A[i] - Y[i]
-        total += diff * diff
+        d = A[i] - Y[i]
+        total += d * d
         if dZ != NULL:
-            d = A[i] - Y[i]
             dZ[i] = d * (two_inv_BN * activation_derivative(Z[i], A[i], out_act))
     return total / (B * N)

@@ -149,8 +149,10 @@ cdef double loss_and_gradient(const Plan* p, floating* params, floating* grads,
     dZ = work + p.dz_off[(L - 1) % 2] if want_grad else NULL
     value = loss_and_output_gradient(dZ, work + p.z_off[L - 1], work + p.a_off[L],
                                      labels, Y, B, p.sizes[L], p.loss, p.acts[L - 1])
-    if not want_grad or not isfinite(value):
-        # a non-finite loss means training diverged: leave the parameters as they are
+    if not want_grad or (lr > 0 and not isfinite(value)):
+        # A non-finite loss before a training step means training diverged: leave the
+        # parameters as they are. (Asked only for gradients, compute them anyway: they
+        # are this input's, non-finite as the reference's are.)
         return value
     for l in range(L - 1, -1, -1):
         dZ = work + p.dz_off[l % 2]

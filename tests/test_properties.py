@@ -60,10 +60,8 @@ EXTREME = 1e4  # inputs with |value| above this (after conversion) only compare 
 def _settings(n):
     return settings(max_examples=n, deadline=None, derandomize=True, database=None,
                     phases=[Phase.explicit, Phase.generate, Phase.shrink],
+                    report_multiple_bugs=False,
                     suppress_health_check=list(HealthCheck))
-
-import os  # DEV
-DEV_SKIP = set(os.environ.get("DEV_SKIP", "").split(","))  # DEV
 
 
 def bound(dtype, sizes, scale=1.0, steps=1):
@@ -179,9 +177,13 @@ def _converted(rep_arr, dtype):
         return np.ascontiguousarray(rep_arr, dtype=dtype)
 
 
+ALL_REGIMES = ("normal",) * 4 + ("nonfinite", "extreme", "extreme", "overflow32")
+VALID_REGIMES = ("normal",) * 5 + ("extreme",)
+
+
 @st.composite
 def array_cases(draw, shape, dtype, free=(), bad=True, reps=None, special=True,
-                elements=(-4.0, 4.0)):
+                elements=(-4.0, 4.0), regimes=None, layouts=None):
     """An input array meant to have `shape` (axes in `free` may take any size >= 1)."""
     shape = list(shape)
     errors = set()
@@ -189,7 +191,7 @@ def array_cases(draw, shape, dtype, free=(), bad=True, reps=None, special=True,
     # -- shape ----------------------------------------------------------------------------
     shape_kind = "ok"
     if bad:
-        shape_kind = draw(st.sampled_from(["ok"] * 10 + ["zero", "wrong", "ndim-", "ndim+"]))
+        shape_kind = draw(st.sampled_from(["ok"] * 6 + ["zero", "wrong", "ndim-", "ndim+"]))
     if shape_kind == "zero":
         shape[draw(st.integers(0, len(shape) - 1))] = 0
         errors.add(VE)
@@ -212,7 +214,6 @@ def array_cases(draw, shape, dtype, free=(), bad=True, reps=None, special=True,
     if reps is None:
         reps = FLOAT_REPS * 4 + INT_REPS + ["bool"] + ((OTHER_REPS[1:]) if bad else ["object"])
     rep = draw(st.sampled_from(reps))
-    if "bigint" in DEV_SKIP and rep == "object-bigint": rep = "object"  # DEV
     desc.append(rep)
     errors |= _rep_errors(rep)
     if rep in INT_REPS:
@@ -226,9 +227,15 @@ def array_cases(draw, shape, dtype, free=(), bad=True, reps=None, special=True,
         lo, hi = elements
         values = draw(hnp.arrays(np.float64, shape, elements=st.floats(
             lo, hi, allow_nan=False, allow_infinity=False, allow_subnormal=False)))
+        if draw(st.integers(0, 3)) != 3:
+            # hypothesis favours "nice" floats, exact in float16/32; most examples get
+            # values with full float64 mantissas instead, so that a lossy conversion shows
+            # (the simplest draw, 0, takes this branch: derandomized runs favour it)
+            noise = np.random.default_rng(draw(st.integers(0, 2 ** 32))).uniform(lo, hi, shape)
+            values = np.asarray(np.clip(values * 0.5 + noise * 0.5, lo, hi), dtype=np.float64)
         regime = "normal"
         if special and values.size:
-            regime = draw(st.sampled_from(["normal"] * 6 + ["nonfinite", "extreme", "overflow32"]))
+            regime = draw(st.sampled_from(regimes or (ALL_REGIMES if bad else VALID_REGIMES)))
         if regime != "normal":
             n = draw(st.integers(1, min(3, values.size)))
             idx = draw(st.lists(st.integers(0, values.size - 1), min_size=n, max_size=n))
@@ -246,8 +253,7 @@ def array_cases(draw, shape, dtype, free=(), bad=True, reps=None, special=True,
             desc.append(regime)
     arr = _to_rep(values, rep, draw(st.integers(0, 1000)))
     # -- layout ------------------------------------------------------------------------------
-    layouts = LAYOUTS if arr.ndim >= 1 else ["C", "list"]
-    layout = draw(st.sampled_from(layouts))
+    layout = draw(st.sampled_from(layouts or LAYOUTS) if arr.ndim >= 1 else st.sampled_from(["C", "list"]))
     if rep == "longdouble" and layout == "list":
         layout = "C"  # tolist() of longdouble rounds to Python floats: not the same values
     if rep == "datetime" and layout == "list":
@@ -266,9 +272,9 @@ def array_cases(draw, shape, dtype, free=(), bad=True, reps=None, special=True,
     return Case(value, clean, errors, extreme, ", ".join(desc))
 
 
-def x_cases(n_in, dtype, bad=True, **kw):
-    """X: (B, n_in), B in 1..9."""
-    return st.integers(1, 9).flatmap(
+def x_cases(n_in, dtype, bad=True, min_rows=1, **kw):
+    """X: (B, n_in), B in min_rows..9."""
+    return st.integers(min_rows, 9).flatmap(
         lambda B: array_cases((B, n_in), dtype, free=(0,), bad=bad, **kw))
 
 
@@ -287,7 +293,7 @@ def y_cases(draw, loss, n_out, B, dtype, bad=True):
         kinds = ["targets"] * 6 + (["vector"] if n_out == 1 else []) + ["targets-extreme"]
         badk = ["targets-nonfinite", "targets-overflow32", "short", "probs-cols", "probs-3d",
                 "str", "complex"] + (["labels-1d"] if n_out > 1 else [])
-    kind = draw(st.sampled_from(kinds + (badk if bad else [])))
+    kind = draw(st.sampled_from(badk if bad else kinds))
     errors = set()
     if kind.startswith("label") or kind in ("short", "long") and loss == "cross_entropy":
         n = {"short": B - 1, "long": B + 1}.get(kind, B)
@@ -325,6 +331,9 @@ def y_cases(draw, loss, n_out, B, dtype, bad=True):
     lo, hi = (0.0, 1.0) if loss != "mse" else (-3.0, 3.0)
     vals = draw(hnp.arrays(np.float64, shape, elements=st.floats(
         lo, hi, allow_nan=False, allow_infinity=False, allow_subnormal=False)))
+    if draw(st.integers(0, 3)) != 3:  # full float64 mantissas (see array_cases)
+        noise = np.random.default_rng(draw(st.integers(0, 2 ** 32))).uniform(lo, hi, shape)
+        vals = np.asarray(np.clip(vals * 0.5 + noise * 0.5, lo, hi), dtype=np.float64)
     if vals.size and kind in ("probs-out", "probs-nonfinite", "targets-nonfinite",
                               "targets-extreme", "targets-overflow32"):
         i = draw(st.integers(0, vals.size - 1))
@@ -358,10 +367,11 @@ def y_cases(draw, loss, n_out, B, dtype, bad=True):
 
 
 @st.composite
-def net_configs(draw):
+def net_configs(draw, losses=LOSSES, min_inputs=1):
     n_layers = draw(st.integers(1, 3))
     sizes = draw(st.lists(st.integers(1, 12), min_size=n_layers + 1, max_size=n_layers + 1))
-    loss = draw(st.sampled_from(LOSSES))
+    sizes[0] = max(sizes[0], min_inputs)
+    loss = draw(st.sampled_from(losses))
     if n_layers > 1 and draw(st.booleans()):
         activation = draw(st.lists(st.sampled_from(ACTIVATIONS + ["logistic"]),
                                    min_size=n_layers - 1, max_size=n_layers - 1))
@@ -416,6 +426,15 @@ def outcome(fn, *args):
         return None, exc
 
 
+def same_array(a, b):
+    """The caller's array is untouched: same dtype, shape and values (NaN equal to NaN)."""
+    if a.dtype != b.dtype or a.shape != b.shape:
+        return False
+    if a.dtype.kind == "O":
+        return [repr(v) for v in a.ravel()] == [repr(v) for v in b.ravel()]
+    return bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
 def snapshot(net):
     return [np.array(p, copy=True) for p in list(net.weights) + list(net.biases)]
 
@@ -462,7 +481,7 @@ def fit_kwargs(draw, method, dtype, B, bad=True):
     kw, errors, extreme = {}, set(), False
     if method not in ("train_step", "fit"):
         return kw, errors, extreme
-    lr_kind = draw(st.sampled_from(["ok"] * 12 + (["bad-value", "bad-type", "huge"] if bad else [])))
+    lr_kind = draw(st.sampled_from(["ok"] * 2 + ["bad-value", "bad-type", "huge"] if bad else ["ok"]))
     if lr_kind == "ok":
         kw["lr"] = draw(st.one_of(st.floats(1e-3, 0.3), st.floats(1e-3, 0.3).map(np.float32),
                                   st.just(np.float64(0.05))))
@@ -472,8 +491,6 @@ def fit_kwargs(draw, method, dtype, B, bad=True):
     elif lr_kind == "bad-type":
         kw["lr"] = draw(st.sampled_from(["0.1", None, True, 1j, [0.1]]))
         errors.add(TE)
-    elif "lr" in DEV_SKIP:  # DEV
-        kw["lr"] = 0.1; lr_kind = "ok"  # DEV
     else:
         # finite as a Python float, infinite in float32: like X = 1e300, the SPEC's "NaN or
         # infinite values in lr" for a float32 network; for float64 a legitimate huge step
@@ -486,7 +503,7 @@ def fit_kwargs(draw, method, dtype, B, bad=True):
         kw["epochs"] = draw(st.integers(1, 2))
         kw["batch_size"] = draw(st.integers(1, B + 2))
         kw["shuffle"] = draw(st.sampled_from([True, False, np.bool_(True)]))
-        if bad and draw(st.integers(0, 9)) == 0:
+        if bad and draw(st.integers(0, 2)) == 0:
             name, value, exc = draw(st.sampled_from([
                 ("epochs", 0, VE), ("epochs", -1, VE), ("epochs", 1.0, TE), ("epochs", True, TE),
                 ("batch_size", 0, VE), ("batch_size", 2.0, TE), ("batch_size", "4", TE),
@@ -505,11 +522,82 @@ def _bad_args(xcase, ycase, kw_errors):
     return names
 
 
+def error_scales(net, X, y):
+    """Magnitudes of the terms whose roundings fastbp and the reference make differently,
+    by first-order error propagation in float64 from the network's parameters:
+      D: logits, D_1 = |X| @ |W_1| + |b_1|, D_l = |A_{l-1}| @ |W_l| + |b_l|
+         + (D_{l-1} * |f'(Z_{l-1})|) @ |W_l| (a dot product errs by ~K eps times the
+         dot product of the magnitudes; errors from below pass through f' and W);
+      E: output gradient terms, e.g. (|A| + |Y|) / (B n) for binary cross-entropy: A - Y
+         may cancel, its error stays eps |A| (+ the error of A itself, D);
+         backward E_{l-1} = (E_l @ |W_l|^T) * (|f'(Z_{l-1})| + 1), the + 1 for the
+         rounding of f' itself (a few ulps of 1 + |f'|, see tests/test_kernels.py);
+      G_l: |A_{l-1}|^T @ E_l and the column sums of E_l (the gradient products).
+    Returns (output scale, loss scale, [G_l]). The test_network bound, proportional to
+    eps, multiplies these instead of max |ref| alone, so that a result that is small by
+    cancellation is not held to a bound relative to its own size."""
+    f = reference.ACTIVATION_FUNCTIONS
+    Ws = [np.asarray(w, np.float64) for w in net.weights]
+    bs = [np.asarray(b, np.float64) for b in net.biases]
+    acts = list(net.activation)
+    A, As, Zs, D = np.asarray(X, np.float64), [], [], None
+    for l, (W, b) in enumerate(zip(Ws, bs)):
+        As.append(A)
+        Z = A @ W + b
+        T = np.abs(A) @ np.abs(W) + np.abs(b)
+        if D is not None:
+            T = T + (D * np.abs(f[acts[l - 1]][1](Zs[-1], As[-1]))) @ np.abs(W)
+        D = T
+        Zs.append(Z)
+        if l < len(Ws) - 1:
+            A = f[acts[l]][0](Z)
+    out_act = net.output_activation
+    Z = Zs[-1]
+    if out_act == "softmax":
+        A = np.exp(Z - Z.max(axis=1, keepdims=True))
+        A /= A.sum(axis=1, keepdims=True)
+    else:
+        A = f[out_act][0](Z)
+    B, N = Z.shape
+    if y is None:
+        return float(D.max()), None, None
+    if net.loss_name == "cross_entropy":
+        if y.ndim == 1:
+            Y = np.eye(N)[y]
+        else:
+            Y = np.asarray(y, np.float64)
+        mass = np.abs(Y).sum(axis=1, keepdims=True)
+        E = ((np.abs(A) + D) * mass + np.abs(Y)) / B
+        loss_scale = 2 * float((D * mass).max())
+    elif net.loss_name == "binary_cross_entropy":
+        Y = np.asarray(y, np.float64)
+        E = (np.abs(A) + np.abs(Y) + D) / (B * N)
+        loss_scale = 2 * float(D.max()) * (1 + float(np.abs(Y).max()))
+    else:
+        Y = np.asarray(y, np.float64).reshape(B, N)
+        d = np.abs(f[out_act][1](Z, A)) + 1
+        E = (np.abs(A) + np.abs(Y) + D * d) * d * 2 / (B * N)
+        loss_scale = 2 * float((D * d * (np.abs(A) + np.abs(Y))).max())
+    G = [0.0] * len(Ws)
+    for l in range(len(Ws) - 1, -1, -1):
+        G[l] = max(float((np.abs(As[l]).T @ E).max()), float(E.sum(axis=0).max()))
+        if l > 0:
+            E = (E @ np.abs(Ws[l]).T) * (np.abs(f[acts[l - 1]][1](Zs[l - 1], As[l])) + 1)
+    return float(D.max()), loss_scale, G
+
+
 def check_network_call(cfg, bias_seed, method, xcase, ycase, kw, kw_errors, kw_extreme):
     fast, ref = make_pair(cfg, bias_seed)
     dtype = np.dtype(cfg["dtype"])
     sizes = cfg["layer_sizes"]
     X, y = xcase.value, (ycase.value if ycase is not None else None)
+    expected = set(xcase.errors) | (set(ycase.errors) if ycase is not None else set()) | kw_errors
+    extreme = xcase.extreme or (ycase is not None and ycase.extreme) or kw_extreme
+    if method == "fit" and extreme and not expected:
+        # one step: a trajectory of steps that grow by orders of magnitude crosses the
+        # overflow threshold, where fusing lr into the weight product (fastbp) or not (the
+        # reference) legitimately decides which one overflows first
+        kw = dict(kw, epochs=1, batch_size=xcase.clean.shape[0])
     X_before = np.array(X, copy=True) if isinstance(X, np.ndarray) else None
     before = snapshot(fast)
 
@@ -517,17 +605,13 @@ def check_network_call(cfg, bias_seed, method, xcase, ycase, kw, kw_errors, kw_e
     res_r, exc_r = outcome(call, ref, method, X, y, kw)
 
     if X_before is not None:
-        assert X.dtype == X_before.dtype and (
-            np.array_equal(X, X_before, equal_nan=X.dtype.kind in "fc")), "X was modified"
+        assert same_array(X, X_before), "X was modified"
 
-    expected = set(xcase.errors) | (set(ycase.errors) if ycase is not None else set()) | kw_errors
     for exc, who in ((exc_f, "fastbp"), (exc_r, "reference")):
         if exc is not None and not isinstance(exc, (ValueError, TypeError)):
             raise AssertionError(f"{who} raised {type(exc).__name__}: {exc}") from exc
 
-    event(f"{method}: " + ("error expected" if expected else
-                           "extreme" if (xcase.extreme or (ycase is not None and ycase.extreme)
-                                         or kw_extreme) else "valid")
+    event(f"{method}: " + ("error expected" if expected else "extreme" if extreme else "valid")
           + f", fastbp {'ok' if exc_f is None else type(exc_f).__name__}")
     if expected:
         # (b): a bad argument: both raise the same allowed type, nothing changes
@@ -558,12 +642,16 @@ def check_network_call(cfg, bias_seed, method, xcase, ycase, kw, kw_errors, kw_e
         assert fast.loss_curve_ == fresh.loss_curve_
         return
 
-    extreme = xcase.extreme or (ycase is not None and ycase.extreme) or kw_extreme
     Xc = xcase.clean
     steps = 1
     if method == "fit":
         steps = kw["epochs"] * math.ceil(Xc.shape[0] / kw["batch_size"])
     tol = bound(dtype, sizes, steps=steps)
+    if not extreme:
+        with np.errstate(all="ignore"):
+            out_scale, loss_scale, G = error_scales(
+                fresh_copy(cfg, bias_seed), Xc, None if ycase is None else ycase.clean)
+        lr = float(kw.get("lr", 0.0))
 
     if exc_f is not None or exc_r is not None:
         # a valid input can only fail by diverging (non-finite loss), in both alike
@@ -574,11 +662,13 @@ def check_network_call(cfg, bias_seed, method, xcase, ycase, kw, kw_errors, kw_e
         if method == "train_step":
             assert_unchanged(fast, before, "train_step that diverged")
         else:  # fit keeps the last step taken; so does the reference
+            assert len(fast.loss_curve_) == len(ref.loss_curve_), "loss_curve_ after a diverged fit"
             for l, (a, b) in enumerate(zip(fast.weights + fast.biases, ref.weights + ref.biases)):
                 if extreme:
                     assert_same_finiteness(a, b, f"param {l} after a diverged fit")
                 else:
-                    assert_close(a, b, tol * max(1.0, float(np.abs(b).max())), f"param {l}")
+                    assert_close(a, b, tol * max(1.0, float(np.abs(b).max()),
+                                                 lr * G[l % (len(sizes) - 1)]), f"param {l}")
         return
 
     # (a): success; compare with the reference
@@ -598,7 +688,7 @@ def check_network_call(cfg, bias_seed, method, xcase, ycase, kw, kw_errors, kw_e
         return
 
     if method == "forward":
-        assert_close(res_f, res_r, tol * max(1.0, float(np.abs(res_r).max())), "forward")
+        assert_close(res_f, res_r, tol * max(1.0, float(np.abs(res_r).max()), out_scale), "forward")
     elif method == "predict":
         out = fast.forward(Xc)
         want = {"cross_entropy": lambda o: o.argmax(axis=1),
@@ -608,21 +698,28 @@ def check_network_call(cfg, bias_seed, method, xcase, ycase, kw, kw_errors, kw_e
         assert res_f.shape == res_r.shape and res_f.dtype == res_r.dtype
     elif method in ("loss", "train_step"):
         assert isinstance(res_f, float)
-        assert abs(res_f - res_r) <= tol * max(1.0, abs(res_r)), f"{method}: {res_f} vs {res_r}"
+        assert abs(res_f - res_r) <= tol * max(1.0, abs(res_r), loss_scale), (
+            f"{method}: {res_f} vs {res_r}")
     elif method == "gradients":
         dW, db = res_f
         dW_r, db_r = res_r
         assert len(dW) == len(db) == len(sizes) - 1
         for l in range(len(dW)):
-            g = max(float(np.abs(dW_r[l]).max()), float(np.abs(db_r[l]).max()), 1e-3)
+            g = max(float(np.abs(dW_r[l]).max()), float(np.abs(db_r[l]).max()), 1e-3, G[l])
             assert_close(dW[l], dW_r[l], tol * g, f"dW[{l}]")
             assert_close(db[l], db_r[l], tol * g, f"db[{l}]")
     if method in ("train_step", "fit"):
+        n = len(sizes) - 1
         for l, (a, b) in enumerate(zip(fast.weights + fast.biases, ref.weights + ref.biases)):
-            assert_close(a, b, tol * max(1.0, float(np.abs(b).max())), f"param {l} after {method}")
+            assert_close(a, b, tol * max(1.0, float(np.abs(b).max()), lr * G[l % n]),
+                         f"param {l} after {method}")
         if method == "fit":
             assert len(fast.loss_curve_) == len(ref.loss_curve_) == kw["epochs"]
             np.testing.assert_allclose(fast.loss_curve_, ref.loss_curve_, rtol=tol, atol=tol)
+
+
+def fresh_copy(cfg, bias_seed):
+    return make_pair(cfg, bias_seed)[1]
 
 
 def _valid_targets(loss, n_out, B, rng):
@@ -637,27 +734,34 @@ def _valid_targets(loss, n_out, B, rng):
 # Network: success equals the reference, failure is a clean ValueError/TypeError
 # ------------------------------------------------------------------------------------------
 
-@_settings(300)
+@pytest.mark.parametrize("method", METHODS)
+@_settings(170)
 @given(data=st.data())
-def test_network_call_matches_reference_or_fails_cleanly(data):
+def test_network_call_matches_reference_or_fails_cleanly(method, data):
     cfg = data.draw(net_configs(), label="config")
-    method = data.draw(st.sampled_from(METHODS), label="method")
     B = data.draw(st.integers(1, 9), label="B")
-    xcase = data.draw(array_cases((B, cfg["layer_sizes"][0]), cfg["dtype"], free=(0,)), label="X")
+    # which argument(s) may be spoiled; the others are valid (moderate or extreme values)
+    spoil = data.draw(st.sampled_from(["none"] * 4 + ["X"] * 3 + ["y"] * 2 + ["kwargs", "all"]),
+                      label="spoil")
+    xcase = data.draw(array_cases((B, cfg["layer_sizes"][0]), cfg["dtype"], free=(0,),
+                                  bad=spoil in ("X", "all")), label="X")
     ycase = None
     if method in XY_METHODS:
-        ycase = data.draw(y_cases(cfg["loss"], cfg["layer_sizes"][-1], B, cfg["dtype"]), label="y")
-    kw, kw_errors, kw_extreme = data.draw(fit_kwargs(method, cfg["dtype"], B), label="kwargs")
+        ycase = data.draw(y_cases(cfg["loss"], cfg["layer_sizes"][-1], B, cfg["dtype"],
+                                  bad=spoil in ("y", "all")), label="y")
+    kw, kw_errors, kw_extreme = data.draw(fit_kwargs(method, cfg["dtype"], B,
+                                                     bad=spoil in ("kwargs", "all")),
+                                          label="kwargs")
     check_network_call(cfg, data.draw(st.integers(0, 1000), label="bias_seed"), method,
                        xcase, ycase, kw, kw_errors, kw_extreme)
 
 
-@_settings(200)
+@pytest.mark.parametrize("method", METHODS)
+@_settings(70)
 @given(data=st.data())
-def test_network_valid_inputs_match_reference(data):
+def test_network_valid_inputs_match_reference(method, data):
     """Only valid, moderate inputs: the parity half of the property gets every example."""
     cfg = data.draw(net_configs(), label="config")
-    method = data.draw(st.sampled_from(METHODS), label="method")
     xcase = data.draw(x_cases(cfg["layer_sizes"][0], cfg["dtype"], bad=False, special=False),
                       label="X")
     B = xcase.clean.shape[0]
@@ -674,34 +778,83 @@ def test_network_valid_inputs_match_reference(data):
                        xcase, ycase, kw, kw_errors, kw_extreme)
 
 
+@pytest.mark.parametrize("method", METHODS)
+@_settings(100)
+@given(data=st.data())
+def test_network_extreme_values_overflow_alike(method, data):
+    """X with extreme finite values at random places (1e5 to 1e30; 1e40 to 1e300, which
+    float32 cannot hold): fastbp and the reference fail alike, or succeed with non-finite
+    results in the same places. (mse, the loss that overflows, is drawn half the time.)"""
+    cfg = data.draw(net_configs(LOSSES + ["mse"] * 2), label="config")
+    B = data.draw(st.integers(1, 9), label="B")
+    xcase = data.draw(array_cases((B, cfg["layer_sizes"][0]), cfg["dtype"], free=(0,), bad=False,
+                                  reps=["float64", "float32", "longdouble"],
+                                  regimes=("extreme", "overflow32")), label="X")
+    ycase = None
+    if method in XY_METHODS:
+        ycase = data.draw(y_cases(cfg["loss"], cfg["layer_sizes"][-1], B, cfg["dtype"], bad=False),
+                          label="y")
+    kw, kw_errors, kw_extreme = data.draw(fit_kwargs(method, cfg["dtype"], B, bad=False),
+                                          label="kwargs")
+    check_network_call(cfg, data.draw(st.integers(0, 1000), label="bias_seed"), method,
+                       xcase, ycase, kw, kw_errors, kw_extreme)
+
+
+@pytest.mark.parametrize("method", ["train_step", "fit"])
+@_settings(120)
+@given(data=st.data())
+def test_network_training_arguments_checked_before_anything_changes(method, data):
+    """lr (NaN, inf, 0, negative, non-numbers, and 1e39 / 1e300, which a float32 network
+    holds as inf), epochs, batch_size, shuffle; X and y valid."""
+    cfg = data.draw(net_configs(), label="config")
+    B = data.draw(st.integers(1, 9), label="B")
+    xcase = data.draw(array_cases((B, cfg["layer_sizes"][0]), cfg["dtype"], free=(0,), bad=False,
+                                  special=False), label="X")
+    ycase = data.draw(y_cases(cfg["loss"], cfg["layer_sizes"][-1], B, cfg["dtype"], bad=False),
+                      label="y")
+    kw, kw_errors, kw_extreme = data.draw(fit_kwargs(method, cfg["dtype"], B, bad=True),
+                                          label="kwargs")
+    check_network_call(cfg, data.draw(st.integers(0, 1000), label="bias_seed"), method,
+                       xcase, ycase, kw, kw_errors, kw_extreme)
+
+
 # ------------------------------------------------------------------------------------------
 # Network: converted inputs behave exactly like the clean array
 # ------------------------------------------------------------------------------------------
 
 def _run_all(net_factory, X, y, kw):
-    """Every method on one input; returns everything it produced."""
-    with np.errstate(all="ignore"):
-        net = net_factory()
-        out = [net.forward(X), net.predict(X), np.float64(net.loss(X, y))]
-        out += _flatten(net.gradients(X, y))
-        out.append(np.float64(net.train_step(X, y, lr=kw["lr"])))
-        out += snapshot(net)
-        net.fit(X, y, epochs=kw["epochs"], batch_size=kw["batch_size"], lr=kw["lr"],
-                shuffle=kw["shuffle"])
-        out += snapshot(net)
-        out.append(np.array(net.loss_curve_))
+    """Every method on one input, in turn on one network; returns everything each produced
+    (arrays, or the exception's type and message: a valid input may still diverge)."""
+    net = net_factory()
+    steps = [lambda: [net.forward(X)], lambda: [net.predict(X)],
+             lambda: [np.float64(net.loss(X, y))], lambda: _flatten(net.gradients(X, y)),
+             lambda: [np.float64(net.train_step(X, y, lr=kw["lr"]))] + snapshot(net),
+             lambda: [net.fit(X, y, epochs=kw["epochs"], batch_size=kw["batch_size"],
+                              lr=kw["lr"], shuffle=kw["shuffle"]) and np.array(net.loss_curve_)]
+             + snapshot(net)]
+    out = []
+    for step in steps:
+        with np.errstate(all="ignore"):
+            try:
+                out.append(step())
+            except (ValueError, TypeError) as exc:
+                out.append((type(exc), str(exc)))
     return out
 
 
-@_settings(200)
+@pytest.mark.parametrize("layout", LAYOUTS)
+@_settings(45)
 @given(data=st.data())
-def test_converted_inputs_are_bit_identical_to_clean_arrays(data):
-    cfg = data.draw(net_configs(), label="config")
-    xcase = data.draw(x_cases(cfg["layer_sizes"][0], cfg["dtype"], bad=False, special=False),
-                      label="X")
+def test_converted_inputs_are_bit_identical_to_clean_arrays(layout, data):
+    """(At least 2 x 2, so that a Fortran-ordered or strided X is not also C-contiguous.)"""
+    cfg = data.draw(net_configs(min_inputs=2), label="config")
+    xcase = data.draw(x_cases(cfg["layer_sizes"][0], cfg["dtype"], bad=False, special=False,
+                              layouts=[layout], min_rows=2), label="X")
     B = xcase.clean.shape[0]
     ycase = data.draw(y_cases(cfg["loss"], cfg["layer_sizes"][-1], B, cfg["dtype"], bad=False),
                       label="y")
+    if ycase.extreme or ycase.errors:  # training on 1e30 targets may diverge; float16 > 65504
+        return
     kw = dict(lr=data.draw(st.floats(1e-3, 0.2)), epochs=data.draw(st.integers(1, 2)),
               batch_size=data.draw(st.integers(1, B + 1)), shuffle=data.draw(st.booleans()))
     bias_seed = data.draw(st.integers(0, 1000))
@@ -711,16 +864,22 @@ def test_converted_inputs_are_bit_identical_to_clean_arrays(data):
         factory = lambda: make_pair(cfg, bias_seed)[which]  # noqa: E731
         got = _run_all(factory, xcase.value, ycase.value, kw)
         want = _run_all(factory, xcase.clean, ycase.clean, kw)
-        assert len(got) == len(want)
+        who = "fastbp" if which == 0 else "reference"
         for i, (a, b) in enumerate(zip(got, want)):
-            assert a.dtype == b.dtype and a.shape == b.shape, f"result {i}"
-            assert np.array_equal(a, b, equal_nan=True), (
-                f"{'fastbp' if which == 0 else 'reference'} result {i} differs between "
-                f"{xcase.desc} / {ycase.desc} and the clean arrays")
+            assert isinstance(a, tuple) == isinstance(b, tuple), (
+                f"{who} step {i}: {a!r} with {xcase.desc} / {ycase.desc}, {b!r} with the clean arrays")
+            if isinstance(a, tuple):
+                assert a == b, f"{who} step {i}: {a!r} vs {b!r}"
+                continue
+            for j, (u, v) in enumerate(zip(a, b)):
+                assert u.dtype == v.dtype and u.shape == v.shape, f"{who} step {i}, result {j}"
+                assert np.array_equal(u, v, equal_nan=True), (
+                    f"{who} step {i}, result {j} differs between {xcase.desc} / {ycase.desc} "
+                    f"and the clean arrays")
     if Xv_before is not None:
-        assert np.array_equal(xcase.value, Xv_before), "X was modified"
+        assert same_array(xcase.value, Xv_before), "X was modified"
     if yv_before is not None:
-        assert np.array_equal(ycase.value, yv_before), "y was modified"
+        assert same_array(ycase.value, yv_before), "y was modified"
 
 
 # ------------------------------------------------------------------------------------------
@@ -734,9 +893,9 @@ SENTINEL = 7.25
 def out_cases(draw, shape, dtype, bad=True, first=False):
     """(output array, errors). The first output of a call fixes the shapes, so its shape is
     never wrong."""
-    kinds = ["ok"] * 12
+    kinds = ["ok"]
     if bad:
-        kinds += ["list", "int", "float16", "big-endian", "fortran", "strided", "read-only"]
+        kinds = ["list", "int", "float16", "big-endian", "fortran", "strided", "read-only"]
         if not first:
             kinds += ["wrong-shape", "other-float"]
     kind = draw(st.sampled_from(kinds))
@@ -758,6 +917,8 @@ def out_cases(draw, shape, dtype, bad=True, first=False):
     errors = {"ok": set(), "list": {TE}, "int": {TE}, "float16": {TE}, "big-endian": {TE},
               "other-float": {TE}, "fortran": {VE}, "strided": {VE}, "read-only": {VE},
               "wrong-shape": {VE}}[kind]
+    if kind in ("fortran", "strided") and arr.flags.c_contiguous:
+        errors = set()  # NumPy calls a view C-contiguous when the strided axis has length 1
     return arr, errors, kind
 
 
@@ -768,7 +929,7 @@ def _read_only(a):
 
 def _activation_arg(draw, allow_softmax, bad=True):
     names = ACTIVATIONS + ["logistic"] + (["softmax"] if allow_softmax else [])
-    choices = names * 4 + (["bogus", "softmax", 3] if bad else [])
+    choices = ["bogus", "softmax", 3] if bad else names
     act = draw(st.sampled_from(choices))
     if act == 3:
         return act, {TE}
@@ -836,30 +997,45 @@ def assert_within(got, want, bnd, what):
                              f"got {got[i]!r}, want {want[i]!r}, bound {bnd[i]:.3e}")
 
 
+KERNEL_ARGS = {
+    "dense_forward": ("Z", "A_out", "A_in", "W", "b", "activation", "n_threads"),
+    "activation_forward": ("A", "Z", "activation"),
+    "activation_backward": ("dZ", "dA", "Z", "A", "activation"),
+    "output_gradient": ("dZ", "Z", "A", "y"),
+    "weight_gradient": ("dW", "db", "A_in", "dZ", "n_threads"),
+    "input_gradient": ("dZ_in", "dZ", "W", "Z_in", "A_in", "activation", "n_threads"),
+    "sgd_update": ("param", "grad", "lr", "n_threads"),
+}
 KERNELS = ["dense_forward", "activation_forward", "activation_backward", "output_gradient",
            "weight_gradient", "input_gradient", "sgd_update"]
 
 
 @st.composite
-def kernel_calls(draw, bad=True):
-    """(name, positional-name -> value dict, outputs [(name, array)], errors, inputs
+def kernel_calls(draw, fn, bad=True):
+    """(name, argument name -> value, outputs [(name, array, errors)], errors, inputs
     [(name, Case)], dtype, extreme)."""
-    fn = draw(st.sampled_from(KERNELS))
     dtype = np.dtype(draw(st.sampled_from(DTYPES)))
     B, K, N = (draw(st.integers(1, 9)) for _ in range(3))
-    args, outs, ins, errors = {}, [], [], set()
+    args, outs, ins, errs, shapes = {}, [], [], {}, {}
+    # spoil one argument (or all, or none, or pass an output as an input)
+    spoil = draw(st.sampled_from(["none"] * 3 + ["all", "overlap", "overlap"]
+                                 + list(KERNEL_ARGS[fn]) * 2)) if bad else "none"
+
+    def may_spoil(name):
+        return spoil in (name, "all")
 
     def out(name, shape, first=False):
-        arr, err, _ = draw(out_cases(shape, dtype, bad=bad, first=first))
+        arr, err, _ = draw(out_cases(shape, dtype, bad=may_spoil(name), first=first))
         args[name] = arr
         outs.append((name, arr, err))
-        errors.update(err)
+        errs[name] = set(err)
 
     def inp(name, shape, free=(), **kw):
-        case = draw(array_cases(shape, dtype, free=free, bad=bad, **kw))
+        shapes[name] = tuple(shape)
+        case = draw(array_cases(shape, dtype, free=free, bad=may_spoil(name), **kw))
         args[name] = case.value
         ins.append((name, case))
-        errors.update(case.errors)
+        errs[name] = set(case.errors)
 
     if fn == "dense_forward":
         out("Z", (B, N), first=True)
@@ -867,33 +1043,33 @@ def kernel_calls(draw, bad=True):
         inp("A_in", (B, K), free=(1,))
         inp("W", (K, N), elements=(-1.0, 1.0))
         inp("b", (N,))
-        act, e = _activation_arg(draw, True, bad)
+        act, e = _activation_arg(draw, True, may_spoil("activation"))
         args["activation"] = act
-        errors.update(e)
+        errs["activation"] = e
     elif fn == "activation_forward":
         out("A", (B, N), first=True)
         inp("Z", (B, N))
-        act, e = _activation_arg(draw, False, bad)
+        act, e = _activation_arg(draw, False, may_spoil("activation"))
         args["activation"] = act
-        errors.update(e)
+        errs["activation"] = e
     elif fn == "activation_backward":
         out("dZ", (B, N), first=True)
         inp("dA", (B, N))
         inp("Z", (B, N))
         inp("A", (B, N))
-        act, e = _activation_arg(draw, False, bad)
+        act, e = _activation_arg(draw, False, may_spoil("activation"))
         args["activation"] = act
-        errors.update(e)
+        errs["activation"] = e
     elif fn == "output_gradient":
         out("dZ", (B, N), first=True)
         loss = draw(st.sampled_from(LOSSES))
         args["loss"] = loss
         inp("Z", (B, N))
         inp("A", (B, N), elements=(0.0, 1.0) if loss != "mse" else (-4.0, 4.0))
-        ycase = draw(y_cases(loss, N, B, dtype, bad=bad))
+        ycase = draw(y_cases(loss, N, B, dtype, bad=may_spoil("y")))
         args["y"] = ycase.value
         ins.append(("y", ycase))
-        errors.update(ycase.errors)
+        errs["y"] = set(ycase.errors)
         if loss == "mse" and draw(st.booleans()):
             args["output_activation"] = draw(st.sampled_from(ACTIVATIONS + ["logistic"]))
     elif fn == "weight_gradient":
@@ -905,9 +1081,9 @@ def kernel_calls(draw, bad=True):
         out("dZ_in", (B, K), first=True)
         inp("dZ", (B, N))
         inp("W", (K, N), free=(1,), elements=(-1.0, 1.0))
-        act, e = _activation_arg(draw, False, bad)
+        act, e = _activation_arg(draw, False, may_spoil("activation"))
         args["activation"] = act
-        errors.update(e)
+        errs["activation"] = e
         if act == "identity" and draw(st.booleans()):
             args["Z_in"] = args["A_in"] = None
         else:
@@ -915,37 +1091,49 @@ def kernel_calls(draw, bad=True):
             inp("A_in", (B, K))
     else:  # sgd_update
         shape = draw(st.sampled_from([(B, N), (N,), (B, K, N)]))
-        arr, err, kind = draw(out_cases(shape, dtype, bad=bad, first=True))
+        arr, err, kind = draw(out_cases(shape, dtype, bad=may_spoil("param"), first=True))
         args["param"] = arr
         outs.append(("param", arr, err))
-        errors.update(err)
+        errs["param"] = set(err)
         inp("grad", shape)
-        lr, e, extreme_lr = draw(_lr_cases(dtype, bad))
+        lr, e, extreme_lr = draw(_lr_cases(dtype, may_spoil("lr")))
         args["lr"] = lr
-        errors.update(e)
+        errs["lr"] = e
     if fn in ("dense_forward", "weight_gradient", "input_gradient", "sgd_update"):
-        nt = draw(st.sampled_from([None, 1, 2] * 3 + ([0, 1.5] if bad else [])))
+        nt = draw(st.sampled_from([0, 1.5] if may_spoil("n_threads") else [None, 1, 2]))
         args["n_threads"] = nt
-        if nt == 0:
-            errors.add(VE)
-        elif nt == 1.5:
-            errors.add(TE)
+        errs["n_threads"] = {0: {VE}, 1.5: {TE}}.get(nt, set())
         if fn != "sgd_update" and draw(st.booleans()):
             args["naive"] = True
+    if spoil == "overlap":
+        # an output passed as an input of the same shape: a ValueError, except for the two
+        # documented in-place uses (activation_forward A is Z, activation_backward dZ is dA)
+        pairs = [(o, i) for o, arr, _ in outs for i, shp in shapes.items()
+                 if isinstance(arr, np.ndarray) and arr.shape == shp and args.get(i) is not None]
+        if pairs:
+            o, i = draw(st.sampled_from(pairs))
+            arr = args[o]
+            args[i] = arr
+            ins = [(n, c) if n != i else (n, Case(arr, arr, (), False, f"{i} is {o}"))
+                   for n, c in ins]
+            errs[i] = set()
+            if (fn, o, i) not in (("activation_forward", "A", "Z"),
+                                  ("activation_backward", "dZ", "dA")):
+                errs[i] = {VE}
     extreme = any(c.extreme for _, c in ins) or (fn == "sgd_update" and extreme_lr)
+    errors = set().union(*errs.values())
     return fn, args, outs, errors, ins, dtype, extreme
 
 
 @st.composite
 def _lr_cases(draw, dtype, bad):
-    kind = draw(st.sampled_from(["ok"] * 8 + (["bad-value", "bad-type", "huge"] if bad else [])))
+    kind = draw(st.sampled_from(["ok", "bad-value", "bad-type", "huge", "huge"] if bad else ["ok"]))
     if kind == "ok":
         return draw(st.floats(1e-3, 1.0)), set(), False
     if kind == "bad-value":
         return draw(st.sampled_from([np.nan, np.inf, 0.0, -1.0])), {VE}, False
     if kind == "bad-type":
         return draw(st.sampled_from(["0.1", None, True])), {TE}, False
-    if "lr" in DEV_SKIP: return 0.5, set(), False  # DEV
     lr = draw(st.sampled_from([1e39, 1e300]))  # infinite once rounded to float32
     return lr, ({VE} if dtype == np.float32 else set()), dtype != np.float32
 
@@ -1040,21 +1228,24 @@ def call_kernel(fn, args):
         return getattr(kernels, fn)(**args)
 
 
-@_settings(300)
-@given(call_=kernel_calls())
-def test_kernels_match_numpy_or_fail_cleanly(call_):
-    fn, args, outs, errors, ins, dtype, extreme = call_
+@pytest.mark.parametrize("kernel", KERNELS)
+@_settings(150)
+@given(data=st.data())
+def test_kernels_match_numpy_or_fail_cleanly(kernel, data):
+    fn, args, outs, errors, ins, dtype, extreme = data.draw(kernel_calls(kernel), label="call")
     outs_before = [(name, np.array(arr, copy=True)) for name, arr, _ in outs]
+    out_ids = {id(arr) for _, arr, _ in outs}
     ins_before = {name: np.array(case.value, copy=True) for name, case in ins
-                  if isinstance(case.value, np.ndarray)}
+                  if isinstance(case.value, np.ndarray) and id(case.value) not in out_ids}
+    args_before = {k: (np.array(v, copy=True) if isinstance(v, np.ndarray) else v)
+                   for k, v in args.items()}
     result, exc = outcome(call_kernel, fn, args)
     event(f"{fn}: " + ("error expected" if errors else "extreme" if extreme else "valid")
           + f", {'ok' if exc is None else type(exc).__name__}")
     if exc is not None and not isinstance(exc, (ValueError, TypeError)):
         raise AssertionError(f"{fn} raised {type(exc).__name__}: {exc}") from exc
     for name, before in ins_before.items():
-        now = args[name]
-        assert np.array_equal(now, before, equal_nan=now.dtype.kind in "fc"), f"input {name} modified"
+        assert same_array(args[name], before), f"input {name} modified"
     if errors:
         assert exc is not None, f"{fn} accepted a bad call (expected {errors})"
         assert type(exc) in errors, (
@@ -1066,9 +1257,10 @@ def test_kernels_match_numpy_or_fail_cleanly(call_):
     assert exc is None, f"{fn} rejected a valid call: {type(exc).__name__}: {exc}"
     if extreme:
         return  # values above 1e4: overflow is legitimate; the call only must not fail
-    expected, value = kernel_expected(fn, args, dtype, dict(outs_before))
+    expected, value = kernel_expected(fn, args_before, dtype, dict(outs_before))
     for name, (want, bnd) in expected.items():
         got = args[name]
+        assert isinstance(got, np.ndarray) and got.shape == np.shape(want)
         assert got.dtype == dtype
         assert np.isfinite(got).all(), f"{fn}: {name} not finite"
         assert_within(got, want, bnd, f"{fn} {name}")
@@ -1084,11 +1276,13 @@ def test_kernels_match_numpy_or_fail_cleanly(call_):
         assert abs(result - want) <= vb + 1e-12 * abs(want), f"{fn} value {result} vs {want}"
 
 
-@_settings(150)
+@pytest.mark.parametrize("kernel", KERNELS)
+@_settings(40)
 @given(data=st.data())
-def test_kernel_input_conversions_are_bit_identical(data):
+def test_kernel_input_conversions_are_bit_identical(kernel, data):
     """Any valid representation of an input gives the result of the clean C array."""
-    fn, args, outs, errors, ins, dtype, extreme = data.draw(kernel_calls(bad=False))
+    fn, args, outs, errors, ins, dtype, extreme = data.draw(kernel_calls(kernel, bad=False),
+                                                            label="call")
     if errors:
         return
     clean_args = dict(args)
@@ -1107,3 +1301,116 @@ def test_kernel_input_conversions_are_bit_identical(data):
 # ------------------------------------------------------------------------------------------
 # Regressions: library bugs found by the properties above (each fails until fixed)
 # ------------------------------------------------------------------------------------------
+
+CLASSES = [fastbp.Network, reference.Network]
+CLASS_IDS = ["fastbp", "reference"]
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=CLASS_IDS)
+@pytest.mark.parametrize("where", ["X-list", "X-object-array", "y-list"])
+def test_regression_python_int_too_large_for_float_is_a_clean_error(cls, where):
+    """Found by test_network_call_matches_reference_or_fails_cleanly (X of rep
+    "object-bigint"). A Python int beyond float64 (10**400) in X or y: NumPy's cast raises
+    OverflowError, which _validation._as_numeric_array does not catch (only TypeError and
+    ValueError), so it escapes instead of "a ValueError or TypeError whose message names the
+    argument". Expected: ValueError or TypeError naming X / y; got: OverflowError("int too
+    large to convert to float"), from fastbp and the reference alike."""
+    net = cls([2, 3], activation="relu", loss="mse", seed=0)
+    before = snapshot(net)
+    X, y, name = [[0.5, 1.0]], [[0.0, 0.0, 0.0]], "X"
+    if where == "X-list":
+        X = [[10 ** 400, 1.0]]
+    elif where == "X-object-array":
+        X = np.array([[10 ** 400, 1.0]], dtype=object)
+    else:
+        y, name = [[10 ** 400, 0.0, 0.0]], "y"
+    for method in ["forward", "loss", "gradients", "train_step", "fit"]:
+        if method == "forward" and name == "y":
+            continue
+        with np.errstate(all="ignore"), pytest.raises((ValueError, TypeError), match=_names(name)):
+            call(net, method, X, y, {"lr": 0.1} if method == "train_step" else
+                 {"epochs": 1, "batch_size": 1} if method == "fit" else {})
+    assert_unchanged(net, before, "after a rejected call")
+
+
+def test_regression_kernel_python_int_too_large_for_float_is_a_clean_error():
+    """The same through fastbp.kernels (test_kernels_match_numpy_or_fail_cleanly): got
+    OverflowError, expected ValueError/TypeError naming `grad`, `param` untouched."""
+    param = np.ones(2)
+    with pytest.raises((ValueError, TypeError), match=_names("grad")):
+        kernels.sgd_update(param, [10 ** 400, 1], 0.1)
+    assert np.array_equal(param, np.ones(2))
+
+
+@pytest.mark.parametrize("cls", CLASSES, ids=CLASS_IDS)
+@pytest.mark.parametrize("method", ["train_step", "fit"])
+@pytest.mark.parametrize("lr", [1e39, 1e300])
+def test_regression_lr_infinite_in_float32_is_rejected(cls, method, lr):
+    """Found by test_network_call_matches_reference_or_fails_cleanly (lr "huge"). lr=1e39 is
+    a finite Python float but infinite in the float32 network's dtype; check_lr accepts it,
+    the compiled step (and the reference's `self.dtype.type(lr)`) rounds it to inf, and the
+    step silently turns every weight with a non-zero gradient into +-inf (0 * inf = NaN
+    where a gradient is zero). Like X = 1e300 for a float32 network (a ValueError by
+    test_bad_input.py), this is the SPEC's "infinite values in lr": expected ValueError
+    naming lr and an unchanged network; got: the call returns normally, e.g. train_step
+    returns 1.3038 and net.weights[0] is [[inf, -inf, -inf], [inf, -inf, -inf]]."""
+    net = cls([2, 3], activation="relu", loss="cross_entropy", dtype=np.float32, seed=0)
+    before = snapshot(net)
+    X, y = np.ones((4, 2)), np.array([0, 1, 2, 0])
+    with np.errstate(all="ignore"), pytest.raises(ValueError, match=_names("lr")):
+        call(net, method, X, y, {"lr": lr} if method == "train_step" else
+             {"lr": lr, "epochs": 1, "batch_size": 2})
+    assert_unchanged(net, before, "after a rejected lr")
+
+
+def test_regression_kernel_sgd_update_lr_infinite_in_float32_is_rejected():
+    """kernels.sgd_update(param float32, grad, lr=1e39) (test_kernels_match_numpy_or_fail_
+    cleanly): expected ValueError naming lr, param untouched; got param == [-inf, -inf]."""
+    param = np.ones(2, dtype=np.float32)
+    with np.errstate(all="ignore"), pytest.raises(ValueError, match=_names("lr")):
+        kernels.sgd_update(param, np.ones(2, dtype=np.float32), 1e39)
+    assert np.array_equal(param, np.ones(2, dtype=np.float32))
+
+
+def test_regression_gradients_when_the_loss_overflows_are_not_stale():
+    """Found by test_network_extreme_values_overflow_alike. When the loss is not finite,
+    src/_network.pyx loss_and_gradient returns before the backward pass, so
+    Network.gradients copies out whatever the gradient buffer held: the gradients of the
+    previous call (zeros on a fresh network), silently, as if they were this input's.
+    Network [1, 1, 1], identity, mse, float64, seed 0; X = [[1e200]], y = [[0.25]]:
+    reference: loss inf and dW = [[[inf]], [[-inf]]] (overflowed, non-finite);
+    fastbp: after gradients([[0.5]], y) it returns exactly that call's dW
+    [[[0.35024015]], [[-0.20836974]]] again (finite, wrong); on a fresh network zeros."""
+    kw = dict(activation="identity", loss="mse", dtype=np.float64, seed=0)
+    net, ref = fastbp.Network([1, 1, 1], **kw), reference.Network([1, 1, 1], **kw)
+    y = [[0.25]]
+    first = net.gradients([[0.5]], y)
+    with np.errstate(all="ignore"):
+        got, want = net.gradients([[1e200]], y), ref.gradients([[1e200]], y)
+    for l, (a, b) in enumerate(zip(_flatten(got), _flatten(want))):
+        assert_same_finiteness(a, b, f"gradients[{l}] for X = 1e200")
+    assert not all(np.array_equal(a, b) for a, b in zip(_flatten(got), _flatten(first))), (
+        "gradients() returned the previous call's gradients")
+
+
+@pytest.mark.parametrize("method", ["loss", "train_step", "fit"])
+def test_regression_float32_mse_overflow_fails_alike(method):
+    """Found by test_network_call_matches_reference_or_fails_cleanly and
+    test_network_extreme_values_overflow_alike. float32 mse with a residual of 1e30 (targets
+    or inputs of that size, all finite in float32): the reference squares the residual in
+    float32 (inf), so loss() is inf and train_step/fit raise ValueError("training diverged");
+    fastbp squares in double (src/_losses.pxd), so loss() is 5.0e59, and train_step/fit take
+    a step of size ~1e29 without error. The same valid input must give the same outcome in
+    both; one of the two has to change (a float32 network whose loss exceeds float32's range
+    has diverged by the reference's rule).
+    Network [1, 1, 2], identity, mse, float32, seed 0; X = [[0.5]], y = [[1e30, 0]], lr 0.25."""
+    kw = dict(activation="identity", loss="mse", dtype=np.float32, seed=0)
+    net, ref = fastbp.Network([1, 1, 2], **kw), reference.Network([1, 1, 2], **kw)
+    X, y = [[0.5]], [[1e30, 0.0]]
+    args = {"loss": {}, "train_step": {"lr": 0.25},
+            "fit": {"lr": 0.25, "epochs": 1, "batch_size": 1}}[method]
+    res_f, exc_f = outcome(call, net, method, X, y, args)
+    res_r, exc_r = outcome(call, ref, method, X, y, args)
+    assert type(exc_f) is type(exc_r), f"fastbp: {exc_f!r} / {res_f!r}; reference: {exc_r!r} / {res_r!r}"
+    if method == "loss":
+        assert math.isfinite(res_f) == math.isfinite(res_r), f"fastbp {res_f!r}, reference {res_r!r}"
