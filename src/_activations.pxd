@@ -41,7 +41,7 @@ cdef inline floating sigmoid(floating z) noexcept nogil:
 cdef inline floating activate(floating z, int act) noexcept nogil:
     """f(z) for a hidden activation code."""
     if act == ACT_RELU:
-        return z if z > 0 else 0
+        return 0 if z <= 0 else z  # NaN stays NaN, as in np.maximum(z, 0)
     elif act == ACT_LEAKY_RELU:
         return z if z > 0 else z * <floating>0.01
     elif act == ACT_SIGMOID:
@@ -80,7 +80,7 @@ cdef inline void activate_row(floating* a, const floating* z, Py_ssize_t n, int 
             a[j] = z[j]
     elif act == ACT_RELU:
         for j in range(n):
-            a[j] = z[j] if z[j] > 0 else 0
+            a[j] = 0 if z[j] <= 0 else z[j]  # NaN stays NaN
     elif act == ACT_LEAKY_RELU:
         for j in range(n):
             a[j] = z[j] if z[j] > 0 else z[j] * <floating>0.01

@@ -1414,3 +1414,54 @@ def test_regression_float32_mse_overflow_fails_alike(method):
     assert type(exc_f) is type(exc_r), f"fastbp: {exc_f!r} / {res_f!r}; reference: {exc_r!r} / {res_r!r}"
     if method == "loss":
         assert math.isfinite(res_f) == math.isfinite(res_r), f"fastbp {res_f!r}, reference {res_r!r}"
+
+
+def test_regression_float32_fit_that_diverges_with_moderate_inputs_fails_alike():
+    """Found by test_converted_inputs_are_bit_identical_to_clean_arrays (a 12x random run).
+    Moderate inputs, lr 0.125: training diverges within 4 steps. Before the fix the
+    reference raised ValueError("training diverged") at epoch 2, batch 2 (its float32 loss
+    overflowed), while fastbp.fit returned normally with loss_curve_ [26611.3, 6.0e41] (a
+    float32 network's loss beyond float32's range, summed in double) and weights ~1e31."""
+    kw = dict(activation="identity", loss="mse", dtype=np.float32, seed=4096212240)
+    X = np.array([[-3, -2], [-3, -2]], dtype=np.int8)
+    y = np.array([[-0.26603064521186814], [1.8019070453488197]])
+    outcomes = []
+    for cls in CLASSES:
+        net = cls([2, 2, 1], **kw)
+        _, exc = outcome(call, net, "fit", X, y,
+                         {"lr": 0.125, "epochs": 2, "batch_size": 1, "shuffle": False})
+        outcomes.append((type(exc), list(map(float, net.loss_curve_))))
+    assert outcomes[0][0] is outcomes[1][0], outcomes
+    np.testing.assert_allclose(outcomes[0][1], outcomes[1][1], rtol=1e-6)
+
+
+def test_regression_float32_fit_never_returns_with_nan_parameters():
+    """Before the fix: Network([1, 2, 1], relu, mse, float32, seed 28), X = [[1e8], [0]],
+    y = 0, fit(lr=0.25, epochs=1, batch_size=1, shuffle=False) returned normally with
+    weights[0] == [[nan, -4.6e15]] (the loss, 4.0e45, was finite in double; relu(NaN) is
+    0 in the compiled kernels, so the NaN never reached the loss); the reference raised
+    ValueError("training diverged") at batch 2."""
+    X, y = np.array([[1e8], [0.0]]), np.zeros((2, 1))
+    for cls in CLASSES:
+        net = cls([1, 2, 1], activation="relu", loss="mse", dtype=np.float32, seed=28)
+        _, exc = outcome(call, net, "fit", X, y,
+                         {"lr": 0.25, "epochs": 1, "batch_size": 1, "shuffle": False})
+        assert exc is not None or all(np.isfinite(p).all() for p in net.weights + net.biases), (
+            f"{cls.__module__}: fit returned with non-finite parameters")
+
+
+def test_regression_relu_of_nan_is_nan_like_the_reference():
+    """Open (found while pinning the case above): the compiled relu is `z if z > 0 else 0`,
+    which maps NaN to 0, while the reference's np.maximum(z, 0) keeps NaN (and leaky_relu
+    keeps it in both). A network holding a NaN parameter (assigned through the writable
+    views, or left by an overflowing step) therefore gives finite outputs from fastbp and
+    NaN from the reference: Network([1, 2, 1], relu, mse, seed 0) with weights[0][0, 0] =
+    NaN: fastbp.forward([[1.0]]) == [[0.]], reference [[nan]]. Expected the same finiteness
+    (a NaN parameter must not vanish silently)."""
+    outs = []
+    for cls in CLASSES:
+        net = cls([1, 2, 1], activation="relu", loss="mse", seed=0)
+        net.weights[0][0, 0] = np.nan
+        with np.errstate(all="ignore"):
+            outs.append(net.forward([[1.0]]))
+    assert_same_finiteness(outs[0], outs[1], "forward with a NaN weight")
