@@ -15,7 +15,8 @@ git -C "$root" ls-files -z | (cd "$root" && xargs -0 cp --parents -t "$work")
 cd "$work"
 FASTBP_SANITIZE=1 python setup.py -q build_ext --inplace > build.log 2>&1 || { cat build.log; exit 1; }
 for so in fastbp/_*.so; do  # the instrumentation really is there
-  nm -D "$so" | grep -q __asan_report || { echo "$so is not instrumented" >&2; exit 1; }
+  # grep reads all of nm's output (grep -q would close the pipe early: SIGPIPE under pipefail)
+  nm -D "$so" | grep __asan_report > /dev/null || { echo "$so is not instrumented" >&2; exit 1; }
 done
 
 # Python itself is not built with ASan: preload the runtimes; CPython's own allocations
