@@ -38,7 +38,7 @@ def canonical_activation(name, argname="activation"):
     return key
 
 
-def init_parameters(rng, layer_sizes, dtype):
+def init_parameters(rng, layer_sizes, dtype, init="glorot_uniform"):
     """Initial (weights, biases) for `layer_sizes`, drawn from `rng`.
 
     Weights: Glorot/Xavier uniform, U(-r, r) with r = sqrt(6 / (fan_in + fan_out)),
@@ -51,24 +51,41 @@ def init_parameters(rng, layer_sizes, dtype):
     for fan_in, fan_out in zip(layer_sizes[:-1], layer_sizes[1:]):
         weights.append(np.empty((fan_in, fan_out), dtype=dtype))
         biases.append(np.zeros(fan_out, dtype=dtype))
-    fill_initial_parameters(rng, weights)
+    fill_initial_parameters(rng, weights, init)
     return weights, biases
 
 
 _INIT_CHUNK = 1 << 20  # values drawn at a time: the float64 draw never doubles a big layer
 
+INITS = ("glorot_uniform", "glorot_normal", "he_uniform", "he_normal")
 
-def fill_initial_parameters(rng, weights):
-    """Fill each weight matrix in place with Glorot uniform values, drawing in row chunks.
-    A Generator's uniform draws are one stream in C order, so the chunks give exactly the
-    values of one rng.uniform(size=(fan_in, fan_out)) call, without its float64 copy."""
+
+def check_init(init):
+    if not isinstance(init, str) or init.lower() not in INITS:
+        raise ValueError(f"init must be one of {', '.join(map(repr, INITS))}; got {init!r}")
+    return init.lower()
+
+
+def fill_initial_parameters(rng, weights, init="glorot_uniform"):
+    """Fill each weight matrix in place, drawing in row chunks:
+        glorot_uniform  U(-r, r), r = sqrt(6 / (fan_in + fan_out))   (the default)
+        glorot_normal   N(0, s^2), s = sqrt(2 / (fan_in + fan_out))
+        he_uniform      U(-r, r), r = sqrt(6 / fan_in)
+        he_normal       N(0, s^2), s = sqrt(2 / fan_in)
+    A Generator's draws are one stream in C order, so the chunks give exactly the values
+    of one draw of the whole matrix, without its float64 copy."""
     for W in weights:
         fan_in, fan_out = W.shape
-        bound = np.sqrt(6.0 / (fan_in + fan_out))
+        fan = fan_in + fan_out if init.startswith("glorot") else fan_in
         rows = max(1, _INIT_CHUNK // fan_out)
         for start in range(0, fan_in, rows):
             stop = min(start + rows, fan_in)
-            W[start:stop] = rng.uniform(-bound, bound, size=(stop - start, fan_out))
+            size = (stop - start, fan_out)
+            if init.endswith("uniform"):
+                bound = np.sqrt(6.0 / fan)
+                W[start:stop] = rng.uniform(-bound, bound, size=size)
+            else:
+                W[start:stop] = rng.normal(0.0, np.sqrt(2.0 / fan), size=size)
 
 
 def batch_slices(n_samples, batch_size):
@@ -76,11 +93,17 @@ def batch_slices(n_samples, batch_size):
     return [(s, min(s + batch_size, n_samples)) for s in range(0, n_samples, batch_size)]
 
 
-def raise_diverged(net, where, lr):
-    """The error fit and train_step raise when the loss stops being finite."""
+def raise_diverged(net, where, lr, parameters=False):
+    """The error fit, train_epoch and train_step raise when training diverges: the loss
+    is not finite before a step, or (parameters=True) a step made a parameter or an
+    optimizer state value non-finite and was undone."""
+    if parameters:
+        what = f"a parameter became non-finite at {where} (a gradient or update overflowed)"
+    else:
+        what = f"the loss is not finite at {where}"
     finite = all(np.isfinite(p).all() for p in net.weights + net.biases)
-    state = ("the parameters are those before this step" if finite else
-             "the parameters already hold non-finite values (a gradient overflowed)")
+    state = ("the network holds the parameters of the last finite step" if finite else
+             "the parameters already held non-finite values")
     raise ValueError(
-        f"training diverged: the loss is not finite at {where}; {state}. "
+        f"training diverged: {what}; {state}. "
         f"Try a smaller learning rate (lr={lr:g}) or scale the inputs.")

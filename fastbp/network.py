@@ -8,11 +8,13 @@ to compiled code that runs without the GIL.
 
 import functools
 import threading
+import time
 
 import numpy as np
 
-from . import _io, _network
-from ._common import ACTIVATIONS, LOSSES, fill_initial_parameters, raise_diverged
+from . import _io, _network, _training
+from ._common import ACTIVATIONS, LOSSES, check_init, fill_initial_parameters, raise_diverged
+from ._training import Data, EpochStats
 from ._validation import (
     check_activations,
     check_bool,
@@ -85,17 +87,23 @@ class Network:
         None: OMP_NUM_THREADS if set, else OpenMP's maximum (threadpoolctl limits apply)
         capped at the usable cores, resolved at each call. A positive int caps the threads,
         -1 means all cores, -2 all but one. Results are bit-identical for any value.
+    init : {"glorot_uniform", "glorot_normal", "he_uniform", "he_normal"}
+        Weight initialization (biases start at zero); default Glorot uniform.
     """
 
     def __init__(self, layer_sizes, activation="relu", loss="cross_entropy",
-                 output_activation=None, dtype=np.float32, seed=None, n_threads=None):
+                 output_activation=None, dtype=np.float32, seed=None, n_threads=None,
+                 init="glorot_uniform"):
         self.layer_sizes = check_layer_sizes(layer_sizes)
         self.activation = check_activations(activation, len(self.layer_sizes) - 2)
         self.loss_name, self.output_activation = check_loss(loss, output_activation)
         self.dtype = check_dtype(dtype)
         self.seed = check_seed(seed)
         self._n_threads = check_n_threads(n_threads)
+        self.init = check_init(init)
         self.loss_curve_ = []
+        self.history = None
+        self.optimizer_ = None
         self._lock = threading.RLock()
 
         out_code = _ACT_SOFTMAX if self.output_activation == "softmax" else ACTIVATIONS[self.output_activation]
@@ -110,7 +118,21 @@ class Network:
         self.weights, self.biases = self._views(self._params)
 
         self._rng = np.random.default_rng(self.seed)
-        fill_initial_parameters(self._rng, self.weights)  # biases start at zero
+        fill_initial_parameters(self._rng, self.weights, self.init)  # biases start at zero
+
+    def __getstate__(self):
+        """Pickling keeps the configuration, parameters, generator state and training
+        record; the lock and the gradient buffer are made anew."""
+        state = {k: v for k, v in self.__dict__.items()
+                 if k not in ("_lock", "_grads", "weights", "biases")}
+        state["_params"] = self._params.copy()
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._lock = threading.RLock()
+        self._grads = np.zeros_like(self._params)
+        self.weights, self.biases = self._views(self._params)
 
     @property
     def n_threads(self):
@@ -158,12 +180,103 @@ class Network:
         _, size = _network.sizes_of(self._sizes, self._acts, capacity, input_slot, n_threads)
         return np.empty(size, dtype=self.dtype)
 
-    def _run(self, X, labels, Y, want_grad, lr):
+    def _run(self, X, labels, Y, want_grad, lr, weights=None):
+        """(loss, bad) of one call of the compiled step; see _network.loss_gradients_step."""
         nt = self.n_threads
         work = self._work(X.shape[0], nt)
+        if weights is None:
+            weights = np.empty(0, dtype=self.dtype)
         return _network.loss_gradients_step(
             self._params, self._grads, work, self._sizes, self._acts, self._loss_code,
-            X, labels, Y, want_grad, lr, nt)
+            X, labels, Y, weights, want_grad, lr, nt)
+
+    # -- the pieces fit's loop (fastbp/_training.py) works with --------------------------
+
+    def _prepare(self, X, y, sample_weight=None, class_weight=None, names=("X", "y")):
+        X = check_X(X, self.layer_sizes[0], self.dtype, name=names[0])
+        labels, Y = check_targets(y, self.loss_name, self.layer_sizes[-1], X.shape[0],
+                                  self.dtype, name=names[1])
+        weights = _training.check_sample_weight(sample_weight, class_weight, labels,
+                                                self.loss_name, self.layer_sizes[-1],
+                                                X.shape[0], self.dtype)
+        return Data(X, labels, Y, weights)
+
+    def _copy_parameters(self):
+        return self._params.copy()
+
+    def _set_parameters(self, copy):
+        self._params[...] = copy
+
+    def _data_loss(self, data):
+        """Mean loss over `data` (weighted when it has weights; no penalty), computed in
+        slices of forward's size."""
+        n = data.X.shape[0]
+        total = norm = 0.0
+        for start in range(0, n, _FORWARD_CHUNK_ROWS):
+            sl = slice(start, min(start + _FORWARD_CHUNK_ROWS, n))
+            part = Data(data.X[sl], None if data.labels is None else data.labels[sl],
+                        None if data.Y is None else data.Y[sl],
+                        None if data.weights is None else data.weights[sl])
+            mass = (sl.stop - sl.start if part.weights is None
+                    else float(part.weights.sum(dtype=np.float64)))
+            value, _ = self._run(*self._kernel_targets(part), False, 0.0, part.weights)
+            total += value * mass
+            norm += mass
+        return total / norm if norm > 0 else 0.0
+
+    def _kernel_targets(self, data):
+        labels = data.labels if data.labels is not None else np.empty(0, dtype=np.int64)
+        Y = data.Y if data.Y is not None else np.empty((0, self.layer_sizes[-1]), dtype=self.dtype)
+        return data.X, labels, Y
+
+    def _epoch(self, data, order, batch_size, opt, loss_scale=1.0, progress=None):
+        """One epoch in compiled code; see fastbp/_training.py. A step that makes the loss
+        or a parameter non-finite raises ValueError with the parameters (and optimizer
+        state) of the last finite step restored."""
+        X, labels, Y = self._kernel_targets(data)
+        n = order.shape[0]
+        capacity = min(batch_size, n)
+        nt = self.n_threads
+        lr = check_lr(opt.lr, self.dtype)
+        state = opt._bind((tuple(self.layer_sizes), self.dtype.str),
+                          lambda: np.zeros_like(self._params))
+        empty = np.empty(0, dtype=self.dtype)
+        s1 = state[0] if len(state) > 0 else empty
+        s2 = state[1] if len(state) > 1 else empty
+        weights = data.weights if data.weights is not None else empty
+        work = self._work(capacity, nt, input_slot=True)
+        label_buf = np.empty(capacity, dtype=np.int64)
+        w_buf = np.empty(capacity if data.weights is not None else 0, dtype=self.dtype)
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        kind, momentum, nesterov, beta1, beta2, eps = opt._hyper()
+        # what a non-finite parameter after a step rolls back to: the epoch is replayed
+        # from here up to the last good step (the kernels are deterministic)
+        snapshot = (self._params.copy(), tuple(b.copy() for b in state), opt.t)
+
+        def run(rows):
+            return _network.train_epoch(
+                self._params, self._grads, s1, s2, work, label_buf, w_buf, self._sizes,
+                self._acts, self._loss_code, data.X, labels, Y, weights, rows, capacity,
+                kind, lr, momentum, nesterov, beta1, beta2, eps, opt.t, loss_scale,
+                opt.l2, opt.l2_per_sample, nt, progress)
+
+        t0 = time.perf_counter()
+        total, total_penalty, done, steps, status = run(order)
+        seconds = time.perf_counter() - t0
+        if status == 2:
+            self._params[...] = snapshot[0]
+            for b, saved in zip(state, snapshot[1]):
+                b[...] = saved
+            opt.t = snapshot[2]
+            if done:
+                total, total_penalty, done, steps, status = run(order[:done])
+                opt.t += steps
+            raise_diverged(self, f"batch {steps + 1} of this epoch", lr, parameters=True)
+        opt.t += steps
+        if status == 1:
+            raise_diverged(self, f"batch {steps + 1} of this epoch", lr)
+        return EpochStats((total + total_penalty) / done, total / loss_scale / done,
+                          total_penalty / done, done, seconds)
 
     # -- public API --------------------------------------------------------------------
 
@@ -183,60 +296,101 @@ class Network:
         return out
 
     @_serialized
-    def loss(self, X, y):
-        """Mean loss over the batch (float)."""
-        X, labels, Y = self._check_Xy(X, y)
-        return float(self._run(X, labels, Y, False, 0.0))
+    def loss(self, X, y, sample_weight=None):
+        """Mean loss over the batch (float); a weighted mean with sample_weight."""
+        if sample_weight is None:
+            X, labels, Y = self._check_Xy(X, y)
+            return float(self._run(X, labels, Y, False, 0.0)[0])
+        return self._data_loss(self._prepare(X, y, sample_weight))
 
     @_serialized
     def gradients(self, X, y):
         """(dW, db): lists of new arrays shaped like weights and biases."""
         X, labels, Y = self._check_Xy(X, y)
-        self._run(X, labels, Y, True, 0.0)
+        self._run(X, labels, Y, True, 0.0)  # the gradients land in self._grads
         dW, db = self._views(self._grads)
         return [g.copy() for g in dW], [g.copy() for g in db]
 
     @_serialized
     def train_step(self, X, y, lr=0.1):
         """One SGD step on the batch, in place; returns the loss before the step. A
-        non-finite loss raises ValueError and leaves the parameters unchanged."""
+        non-finite loss, or a step that would make a parameter non-finite, raises
+        ValueError and leaves the parameters unchanged."""
         X, labels, Y = self._check_Xy(X, y)
         lr = check_lr(lr, self.dtype)
-        value = float(self._run(X, labels, Y, True, lr))
+        before = self._params.copy()
+        value, bad = self._run(X, labels, Y, True, lr)
+        if bad:
+            self._params[...] = before
+            raise_diverged(self, "this step", lr, parameters=True)
         if not np.isfinite(value):
             raise_diverged(self, "this step", lr)
-        return value
+        return float(value)
 
     @_serialized
-    def fit(self, X, y, epochs=5, batch_size=32, lr=0.1, shuffle=True):
-        """Minibatch SGD for `epochs` passes over (X, y); the last batch of an epoch may be
-        smaller. Each epoch runs in compiled code without the GIL. Returns self; the mean
-        batch loss of each epoch is appended to self.loss_curve_.
+    def train_epoch(self, X, y, *, optimizer, batch_size=32, order=None, shuffle=True,
+                    sample_weight=None, class_weight=None, loss_scale=1.0):
+        """One pass over (X, y) with `optimizer` (a fastbp.optim.SGD or Adam, whose state
+        carries over between calls), in compiled code; the building block of fit and of
+        fastbp.sklearn. Rows are visited in `order` (int row indices; default: a
+        permutation from the network's generator if shuffle, else 0..n-1), in batches of
+        batch_size (the last may be smaller). loss_scale multiplies the data loss and its
+        gradient. Returns an EpochStats (loss, data_loss, penalty, n_samples, seconds); see
+        fastbp._training. A step whose loss or parameters are not finite raises ValueError,
+        the network holding the parameters of the last finite step."""
+        from . import optim
+        if not isinstance(optimizer, optim.Optimizer):
+            raise TypeError(f"optimizer must be a fastbp.optim.Optimizer (SGD or Adam); got {optimizer!r}")
+        data = self._prepare(X, y, sample_weight, class_weight)
+        batch_size = check_positive_int(batch_size, "batch_size")
+        shuffle = check_bool(shuffle, "shuffle")
+        loss_scale = _training.check_loss_scale(loss_scale)
+        order = _training.epoch_order(self, data.X.shape[0], order, shuffle)
+        return self._epoch(data, order, batch_size, optimizer, loss_scale)
 
-        When a batch's loss is not finite (training diverged), fit stops before that step
-        and raises ValueError; the network keeps the parameters of the last step taken.
+    @_serialized
+    def fit(self, X, y, epochs=5, batch_size=32, lr=None, shuffle=True, *, optimizer="sgd",
+            momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, epsilon=1e-8, l2=0.0,
+            lr_schedule="constant", power_t=0.5, validation_data=None, validation_split=0.0,
+            early_stopping=False, patience=10, min_delta=0.0, sample_weight=None,
+            class_weight=None, callbacks=None, verbose=0):
+        """Train for `epochs` passes over (X, y) in minibatches (the last of an epoch may be
+        smaller); each epoch runs in compiled code without the GIL. Returns self.
+
+        optimizer: "sgd" (lr default 0.1; momentum, nesterov), "adam" (lr default 0.001;
+        beta1, beta2, epsilon) or a fastbp.optim.Optimizer instance (its own
+        hyperparameters and state). l2: L2 penalty 0.5 * l2 * sum(W**2) on the weights.
+        lr_schedule: "constant"; "invscaling", lr / (samples seen + 1) ** power_t after
+        each epoch; "adaptive", lr / 5 each time the monitored value has not improved by
+        min_delta for `patience` epochs, stopping once lr is at most 1e-6 (scikit-learn's
+        meanings). The monitored value is the validation loss when there is validation
+        data, else the training loss.
+        validation_data=(X_val, y_val[, w_val]) or validation_split (the last fraction of
+        the rows) are scored after every epoch. early_stopping: stop once the monitored
+        value has not improved by min_delta for `patience` epochs, and restore the
+        parameters of the best epoch.
+        sample_weight (n,) and class_weight ({class: weight} or "balanced") weight the
+        loss: a weighted mean over rows.
+        callbacks: callables cb(net, epoch, logs) called after each epoch; logs holds
+        loss, val_loss, val_score, lr, samples_per_s, seconds; returning True stops.
+        verbose: 1 prints progress (a live bar on a terminal, a line per epoch otherwise).
+
+        self.history (this call's per-epoch lists: loss, val_loss, val_score, lr,
+        samples_per_s, seconds) and self.loss_curve_ (every call's epoch losses) record
+        the run; self.optimizer_ is the optimizer used.
+
+        When a batch's loss or a parameter becomes non-finite (training diverged), fit
+        raises ValueError; the network keeps the parameters of the last finite step.
         Ctrl-C (KeyboardInterrupt) stops it at the next batch boundary (signals are looked
         for every 20 ms), with the parameters of the last completed step."""
-        X, labels, Y = self._check_Xy(X, y)
-        epochs = check_positive_int(epochs, "epochs")
-        batch_size = check_positive_int(batch_size, "batch_size")
-        lr = check_lr(lr, self.dtype)
-        shuffle = check_bool(shuffle, "shuffle")
-        n = X.shape[0]
-        capacity = min(batch_size, n)
-        nt = self.n_threads
-        work = self._work(capacity, nt, input_slot=True)
-        label_buf = np.empty(capacity, dtype=np.int64)
-        for epoch in range(epochs):
-            order = self._rng.permutation(n) if shuffle else np.arange(n)
-            total, n_done, diverged = _network.train_epoch(
-                self._params, self._grads, work, label_buf, self._sizes, self._acts,
-                self._loss_code, X, labels, Y, order.astype(np.int64, copy=False),
-                capacity, lr, nt)
-            if diverged:
-                raise_diverged(self, f"epoch {epoch + 1}, batch {n_done + 1}", lr)
-            self.loss_curve_.append(total / n_done)
-        return self
+        return _training.fit(
+            self, X, y, epochs=epochs, batch_size=batch_size, lr=lr, shuffle=shuffle,
+            optimizer=optimizer, momentum=momentum, nesterov=nesterov, beta1=beta1,
+            beta2=beta2, epsilon=epsilon, l2=l2, lr_schedule=lr_schedule, power_t=power_t,
+            validation_data=validation_data, validation_split=validation_split,
+            early_stopping=early_stopping, patience=patience, min_delta=min_delta,
+            sample_weight=sample_weight, class_weight=class_weight, callbacks=callbacks,
+            verbose=verbose)
 
     def predict(self, X):
         """Class labels (cross_entropy), a 0/1 matrix (binary_cross_entropy), or the

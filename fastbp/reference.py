@@ -11,11 +11,13 @@ visit the minibatches in the same order.
 """
 
 import math
+import time
 
 import numpy as np
 
-from . import _io
-from ._common import LEAKY_RELU_SLOPE, batch_slices, init_parameters, raise_diverged
+from . import _io, _training
+from ._common import LEAKY_RELU_SLOPE, batch_slices, check_init, init_parameters, raise_diverged
+from ._training import Data, EpochStats
 from ._validation import (
     check_activations,
     check_bool,
@@ -92,7 +94,8 @@ class Network:
     """
 
     def __init__(self, layer_sizes, activation="relu", loss="cross_entropy",
-                 output_activation=None, dtype=np.float32, seed=None, n_threads=None):
+                 output_activation=None, dtype=np.float32, seed=None, n_threads=None,
+                 init="glorot_uniform"):
         self.layer_sizes = check_layer_sizes(layer_sizes)
         self.activation = check_activations(activation, len(self.layer_sizes) - 2)
         self.loss_name, self.output_activation = check_loss(loss, output_activation)
@@ -100,9 +103,13 @@ class Network:
         self.seed = check_seed(seed)
         # NumPy's BLAS picks its own threads; the argument is checked for parity of errors.
         self.n_threads = effective_n_threads(n_threads)
+        self.init = check_init(init)
         self.loss_curve_ = []
+        self.history = None
+        self.optimizer_ = None
         self._rng = np.random.default_rng(self.seed)
-        self.weights, self.biases = init_parameters(self._rng, self.layer_sizes, self.dtype)
+        self.weights, self.biases = init_parameters(self._rng, self.layer_sizes, self.dtype,
+                                                    self.init)
 
     def __repr__(self):
         return (f"reference.Network({list(self.layer_sizes)}, activation={self.activation!r}, "
@@ -126,28 +133,40 @@ class Network:
             As.append(A)
         return Zs, As
 
-    def _loss_and_output_grad(self, Z, A, labels, Y):
-        """Mean loss over the batch and dL/dZ_L."""
-        B = Z.shape[0]
+    def _loss_and_output_grad(self, Z, A, labels, Y, w=None, scale=1.0):
+        """Mean loss over the batch and dL/dZ_L, both times `scale`. With row weights w:
+        the weighted mean sum_i w_i l_i / sum_i w_i (l_i: row i's loss; for the element-wise
+        losses the mean over its outputs); weights summing to zero give 0 and 0."""
+        B, N = Z.shape
+        dt = Z.dtype.type
+        w_sum = B if w is None else w.sum(dtype=np.float64)
+        if w is not None and w_sum == 0:
+            return 0.0, np.zeros_like(Z)
+        norm = w_sum if self.loss_name == "cross_entropy" else w_sum * N
+        # each row's factor in dL/dZ, rounded to the dtype as the compiled loop does
+        f = (np.full((B, 1), dt(scale / norm)) if w is None else
+             (scale * w.astype(np.float64) / norm).astype(Z.dtype).reshape(-1, 1))
         if self.loss_name == "cross_entropy":
             logp = _log_softmax(Z)
             if labels is not None:
                 rows = np.arange(B)
-                value = -logp[rows, labels].sum(dtype=np.float64) / B
+                row_loss = -logp[rows, labels].astype(np.float64)
                 dZ = np.exp(logp)
                 dZ[rows, labels] -= 1
             else:
-                value = -(Y * logp).sum(dtype=np.float64) / B
+                row_loss = -(Y * logp).sum(axis=1, dtype=np.float64)
                 dZ = np.exp(logp) * Y.sum(axis=1, keepdims=True) - Y
-            return value, dZ / Z.dtype.type(B)
-        n = Z.size
-        if self.loss_name == "binary_cross_entropy":
-            value = (np.maximum(Z, 0) - Z * Y + np.log1p(np.exp(-np.abs(Z)))).sum(dtype=np.float64) / n
-            return value, (A - Y) / Z.dtype.type(n)
-        diff = A - Y  # mse
-        value = (diff * diff).sum(dtype=np.float64) / n
-        derivative = ACTIVATION_FUNCTIONS[self.output_activation][1](Z, A)
-        return value, diff * (Z.dtype.type(2.0 / n) * derivative)
+            dZ = dZ * f
+        elif self.loss_name == "binary_cross_entropy":
+            row_loss = (np.maximum(Z, 0) - Z * Y + np.log1p(np.exp(-np.abs(Z)))).sum(axis=1, dtype=np.float64)
+            dZ = (A - Y) * f
+        else:  # mse
+            diff = A - Y
+            row_loss = (diff * diff).sum(axis=1, dtype=np.float64)
+            derivative = ACTIVATION_FUNCTIONS[self.output_activation][1](Z, A)
+            dZ = diff * ((2 * f) * derivative)
+        total = row_loss.sum() if w is None else (w.astype(np.float64) * row_loss).sum()
+        return scale * (total / norm), dZ
 
     def _backward(self, Zs, As, dZ):
         """Gradients of every W_l and b_l by the chain rule, from the output layer down."""
@@ -176,6 +195,124 @@ class Network:
         self._update(self._backward(Zs, As, dZ), lr)
         return value
 
+    # -- the pieces fit's loop (fastbp/_training.py) works with --------------------------
+
+    def _prepare(self, X, y, sample_weight=None, class_weight=None, names=("X", "y")):
+        X = check_X(X, self.layer_sizes[0], self.dtype, name=names[0])
+        labels, Y = check_targets(y, self.loss_name, self.layer_sizes[-1], X.shape[0],
+                                  self.dtype, name=names[1])
+        weights = _training.check_sample_weight(sample_weight, class_weight, labels,
+                                                self.loss_name, self.layer_sizes[-1],
+                                                X.shape[0], self.dtype)
+        return Data(X, labels, Y, weights)
+
+    def _copy_parameters(self):
+        return [p.copy() for p in self.weights + self.biases]
+
+    def _set_parameters(self, copy):
+        for p, saved in zip(self.weights + self.biases, copy):
+            p[...] = saved
+
+    def _data_loss(self, data):
+        Zs, As = self._forward(data.X)
+        return float(self._loss_and_output_grad(Zs[-1], As[-1], data.labels, data.Y,
+                                                data.weights)[0])
+
+    def _state_views(self, state):
+        """Per-layer (weight, bias) views of optimizer state buffers laid out like
+        fastbp.Network's parameter buffer."""
+        views, off = [], 0
+        for n_in, n_out in zip(self.layer_sizes[:-1], self.layer_sizes[1:]):
+            views.append((slice(off, off + n_in * n_out), (n_in, n_out)))
+            off += n_in * n_out
+            views.append((slice(off, off + n_out), (n_out,)))
+            off += n_out
+        return [[buf[sl].reshape(shape) for sl, shape in views] for buf in state]
+
+    def _optimizer_step(self, grads, opt, decay, lr, t):
+        """New values of every parameter and state array (scikit-learn's rules, see
+        fastbp/optim.py), or None when one of them is not finite: nothing is written
+        until all are known to be finite."""
+        dt = self.dtype.type
+        kind, momentum, nesterov, beta1, beta2, eps = opt._hyper()
+        params = [p for l in range(len(self.weights)) for p in (self.weights[l], self.biases[l])]
+        state = self._state_views(opt.state)
+        new_params, new_state = [], [[] for _ in state]
+        for i, (p, g) in enumerate(zip(params, grads)):
+            d = dt(decay) if i % 2 == 0 else dt(0)   # the penalty is on weights only
+            if kind == 1 and not state:             # plain SGD
+                x = p - dt(lr) * (g + d * p) if d else p - dt(lr) * g
+            elif kind == 1:
+                gi = g + d * p
+                v = dt(momentum) * state[0][i] - dt(lr) * gi
+                new_state[0].append(v)
+                x = p + (dt(momentum) * v - dt(lr) * gi) if nesterov else p + v
+            else:
+                lr_t = lr * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+                gi = g + d * p
+                m = dt(beta1) * state[0][i] + dt(1 - dt(beta1)) * gi
+                s2 = dt(beta2) * state[1][i] + dt(1 - dt(beta2)) * (gi * gi)
+                new_state[0].append(m)
+                new_state[1].append(s2)
+                x = p - dt(lr_t) * m / (np.sqrt(s2) + dt(eps))
+                if not np.isfinite(s2).all():
+                    return None
+            if not np.isfinite(x).all():
+                return None
+            new_params.append(x)
+        return new_params, new_state
+
+    def _train_batch(self, X, labels, Y, w, opt, lr, scale):
+        """(loss, penalty, status) of one optimizer step; status 0 (taken), 1 (loss not
+        finite: not taken), 2 (a new value would not be finite: not taken)."""
+        Zs, As = self._forward(X)
+        value, dZ = self._loss_and_output_grad(Zs[-1], As[-1], labels, Y, w, scale)
+        if not np.isfinite(value):
+            return value, 0.0, 1
+        decay = opt.l2
+        if opt.l2_per_sample and decay:
+            w_sum = X.shape[0] if w is None else w.sum(dtype=np.float64)
+            decay = decay / w_sum if w_sum > 0 else 0.0
+        penalty = 0.5 * decay * sum(float(np.dot(W.ravel().astype(np.float64), W.ravel()))
+                                    for W in self.weights) if decay else 0.0
+        dW, db = self._backward(Zs, As, dZ)
+        grads = [g for l in range(len(dW)) for g in (dW[l], db[l])]
+        step = self._optimizer_step(grads, opt, decay, lr, opt.t + 1)
+        if step is None:
+            return value, penalty, 2
+        new_params, new_state = step
+        params = [p for l in range(len(self.weights)) for p in (self.weights[l], self.biases[l])]
+        for p, x in zip(params, new_params):
+            p[...] = x
+        for views, news in zip(self._state_views(opt.state), new_state):
+            for v, x in zip(views, news):
+                v[...] = x
+        opt.t += 1
+        return value, penalty, 0
+
+    def _epoch(self, data, order, batch_size, opt, loss_scale=1.0, progress=None):
+        lr = check_lr(opt.lr, self.dtype)
+        n_params = sum(a * b + b for a, b in zip(self.layer_sizes[:-1], self.layer_sizes[1:]))
+        opt._bind((tuple(self.layer_sizes), self.dtype.str),
+                  lambda: np.zeros(n_params, dtype=self.dtype))
+        t0 = time.perf_counter()
+        total = total_penalty = 0.0
+        done = 0
+        for k, (start, stop) in enumerate(batch_slices(order.shape[0], batch_size)):
+            idx = order[start:stop]
+            value, penalty, status = self._train_batch(
+                data.X[idx], None if data.labels is None else data.labels[idx],
+                None if data.Y is None else data.Y[idx],
+                None if data.weights is None else data.weights[idx], opt, lr, loss_scale)
+            if status:
+                raise_diverged(self, f"batch {k + 1} of this epoch", lr, parameters=status == 2)
+            total += value * (stop - start)
+            total_penalty += penalty * (stop - start)
+            done = stop
+        seconds = time.perf_counter() - t0
+        return EpochStats((total + total_penalty) / done, total / loss_scale / done,
+                          total_penalty / done, done, seconds)
+
     # -- public API ----------------------------------------------------------------------
 
     def _check_X(self, X):
@@ -189,10 +326,8 @@ class Network:
     def forward(self, X):
         return self._forward(self._check_X(X))[1][-1]
 
-    def loss(self, X, y):
-        X, labels, Y = self._check_Xy(X, y)
-        Zs, As = self._forward(X)
-        return float(self._loss_and_output_grad(Zs[-1], As[-1], labels, Y)[0])
+    def loss(self, X, y, sample_weight=None):
+        return self._data_loss(self._prepare(X, y, sample_weight))
 
     def gradients(self, X, y):
         X, labels, Y = self._check_Xy(X, y)
@@ -203,33 +338,37 @@ class Network:
     def train_step(self, X, y, lr=0.1):
         X, labels, Y = self._check_Xy(X, y)
         lr = check_lr(lr, self.dtype)
-        Zs, As = self._forward(X)
-        value, dZ = self._loss_and_output_grad(Zs[-1], As[-1], labels, Y)
-        if not np.isfinite(value):
-            raise_diverged(self, "this step", lr)
-        self._update(self._backward(Zs, As, dZ), lr)
+        from . import optim
+        value, _, status = self._train_batch(X, labels, Y, None, optim.SGD(lr), lr, 1.0)
+        if status:
+            raise_diverged(self, "this step", lr, parameters=status == 2)
         return float(value)
 
-    def fit(self, X, y, epochs=5, batch_size=32, lr=0.1, shuffle=True):
-        X, labels, Y = self._check_Xy(X, y)
-        epochs = check_positive_int(epochs, "epochs")
+    def train_epoch(self, X, y, *, optimizer, batch_size=32, order=None, shuffle=True,
+                    sample_weight=None, class_weight=None, loss_scale=1.0):
+        from . import optim
+        if not isinstance(optimizer, optim.Optimizer):
+            raise TypeError(f"optimizer must be a fastbp.optim.Optimizer (SGD or Adam); got {optimizer!r}")
+        data = self._prepare(X, y, sample_weight, class_weight)
         batch_size = check_positive_int(batch_size, "batch_size")
-        lr = check_lr(lr, self.dtype)
         shuffle = check_bool(shuffle, "shuffle")
-        n = X.shape[0]
-        for epoch in range(epochs):
-            order = self._rng.permutation(n) if shuffle else np.arange(n)
-            batches = batch_slices(n, batch_size)
-            total = 0.0
-            for k, (start, stop) in enumerate(batches):
-                idx = order[start:stop]
-                value = self._step(X[idx], None if labels is None else labels[idx],
-                                   None if Y is None else Y[idx], lr)
-                if value is None:
-                    raise_diverged(self, f"epoch {epoch + 1}, batch {k + 1}", lr)
-                total += value
-            self.loss_curve_.append(total / len(batches))
-        return self
+        loss_scale = _training.check_loss_scale(loss_scale)
+        order = _training.epoch_order(self, data.X.shape[0], order, shuffle)
+        return self._epoch(data, order, batch_size, optimizer, loss_scale)
+
+    def fit(self, X, y, epochs=5, batch_size=32, lr=None, shuffle=True, *, optimizer="sgd",
+            momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, epsilon=1e-8, l2=0.0,
+            lr_schedule="constant", power_t=0.5, validation_data=None, validation_split=0.0,
+            early_stopping=False, patience=10, min_delta=0.0, sample_weight=None,
+            class_weight=None, callbacks=None, verbose=0):
+        return _training.fit(
+            self, X, y, epochs=epochs, batch_size=batch_size, lr=lr, shuffle=shuffle,
+            optimizer=optimizer, momentum=momentum, nesterov=nesterov, beta1=beta1,
+            beta2=beta2, epsilon=epsilon, l2=l2, lr_schedule=lr_schedule, power_t=power_t,
+            validation_data=validation_data, validation_split=validation_split,
+            early_stopping=early_stopping, patience=patience, min_delta=min_delta,
+            sample_weight=sample_weight, class_weight=class_weight, callbacks=callbacks,
+            verbose=verbose)
 
     def predict(self, X):
         out = self.forward(X)

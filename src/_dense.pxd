@@ -74,17 +74,23 @@ cdef inline void weight_gradient(floating* dW, floating* db,
 cdef inline void weight_update(floating* W, floating* b, floating* db,
                                const floating* A_in, const floating* dZ,
                                Py_ssize_t B, Py_ssize_t K, Py_ssize_t N, floating lr,
-                               int n_threads, floating* scratch) noexcept nogil:
+                               int n_threads, floating* scratch, bint* bad) noexcept nogil:
     # W (K, N) -= lr * A_in^T @ dZ;  b (N) -= lr * db, db (N) = sum over rows of dZ.
     # The SGD step fused into the weight-gradient product: each tile of dW is subtracted
     # from W straight from registers, never stored. Exact: the same sums as weight_gradient
-    # followed by sgd_update, in the same order.
+    # followed by sgd_update, in the same order. *bad is set when a new value is not finite.
     cdef Py_ssize_t j
+    cdef floating flag = 0, x
     gemm(W, N, A_in, 1, K, dZ, N, 1, K, N, B, scratch,
-         EPI_SGD, NULL, NULL, NULL, NULL, 0, lr, n_threads)
+         EPI_SGD, &flag, NULL, NULL, NULL, 0, lr, n_threads)
     bias_gradient(db, dZ, B, N)
     for j in range(N):
-        b[j] = b[j] - lr * db[j]
+        x = b[j] - lr * db[j]
+        b[j] = x
+        if x - x != 0:
+            flag = 1
+    if flag != 0:
+        bad[0] = True
 
 
 cdef inline void input_gradient(floating* dZ_in,

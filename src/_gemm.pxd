@@ -46,7 +46,8 @@ cdef extern from "gemm.h" nogil:
 cdef enum:
     EPI_STORE = 0       # C = acc
     EPI_FORWARD = 1     # C = acc + bias;  C2 = f_act(C)  (softmax: left to a row pass)
-    EPI_SGD = 2         # C -= lr * acc    (W updated with its gradient, never stored)
+    EPI_SGD = 2         # C -= lr * acc    (W updated with its gradient, never stored);
+                        # C2, if not NULL, is set to 1 when a new value is not finite
     EPI_DERIV_T = 3     # C^T = acc * f'_act(Z^T, A^T): C, Z, A are N x M (transposed)
 
 # Each thread gets at least this many multiply-adds, so a product of M*N*R multiply-adds
@@ -79,6 +80,8 @@ cdef inline void tile_epilogue(floating* tile, Py_ssize_t nr_full,
     cdef Py_ssize_t i, j, idx
     cdef floating* c
     cdef floating* t
+    cdef floating x
+    cdef int bad
     for i in range(mr):
         t = tile + i * nr_full
         if kind == EPI_DERIV_T:
@@ -100,8 +103,13 @@ cdef inline void tile_epilogue(floating* tile, Py_ssize_t nr_full,
             for j in range(nr):
                 c[j] = t[j]
         elif kind == EPI_SGD:
+            bad = 0
             for j in range(nr):
-                c[j] = c[j] - lr * t[j]
+                x = c[j] - lr * t[j]
+                c[j] = x
+                bad |= x - x != 0       # NaN unless x is finite
+            if bad and C2 != NULL:
+                C2[0] = 1               # several threads may store the same 1: harmless
         else:  # EPI_FORWARD
             for j in range(nr):
                 c[j] = t[j] + bias[n0 + j]

@@ -32,54 +32,69 @@ cdef inline double loss_and_output_gradient(
         floating* dZ,                                   # OUT (B, N), may be NULL
         const floating* Z, const floating* A,           # IN  (B, N) logits, outputs
         const int64_t* labels, const floating* Y,       # IN  (B,) labels or (B, N) targets
-        Py_ssize_t B, Py_ssize_t N, int loss, int out_act) noexcept nogil:
-    """Mean loss over the batch; when dZ is not NULL also dL/dZ (already divided by the
-    batch size, or by B*N for the element-wise losses)."""
+        const floating* w,                              # IN  (B,) row weights, or NULL
+        Py_ssize_t B, Py_ssize_t N, int loss, int out_act, double scale) noexcept nogil:
+    """Mean loss over the batch, times `scale`; when dZ is not NULL also its gradient
+    dL/dZ. With row weights w the mean is weighted: sum_i w_i l_i / sum_i w_i (scikit-learn's
+    and PyTorch's convention), where l_i is row i's loss (for the element-wise losses the
+    mean over its N elements). A batch whose weights sum to zero has loss 0 and gradient 0."""
     cdef Py_ssize_t i, j, c
-    cdef double total = 0, lse, row_mass, z, y
-    cdef floating inv_B = <floating>(1.0 / B)
-    cdef floating inv_BN = <floating>(1.0 / (B * N))
-    cdef floating two_inv_BN = <floating>(2.0 / (B * N))
+    cdef double total = 0, row, lse, row_mass, z, y, w_sum = 0, r_i
+    cdef floating f                 # this row's factor in dL/dZ: scale * w_i / (sum w * n)
     cdef floating d
 
-    if loss == LOSS_CROSS_ENTROPY:
-        # -sum_c Y_c log softmax(z)_c = sum_c Y_c (lse(z) - z_c);
-        # gradient softmax(z) * sum_c Y_c - Y, which is softmax(z) - onehot for labels.
+    if w == NULL:
+        w_sum = B
+    else:
         for i in range(B):
+            w_sum += w[i]
+        if w_sum == 0:
+            if dZ != NULL:
+                for i in range(B * N):
+                    dZ[i] = 0
+            return 0.0
+    # the element-wise losses average over the N outputs of a row too
+    cdef double norm = w_sum if loss == LOSS_CROSS_ENTROPY else w_sum * N
+
+    for i in range(B):
+        r_i = 1.0 if w == NULL else <double>w[i]
+        f = <floating>(scale * r_i / norm)
+        row = 0
+        if loss == LOSS_CROSS_ENTROPY:
+            # -sum_c Y_c log softmax(z)_c = sum_c Y_c (lse(z) - z_c);
+            # gradient softmax(z) * sum_c Y_c - Y, which is softmax(z) - onehot for labels.
             lse = log_sum_exp_row(Z + i * N, N)
             if labels != NULL:
                 c = labels[i]
-                total += lse - Z[i * N + c]
+                row = lse - Z[i * N + c]
                 if dZ != NULL:
                     for j in range(N):
-                        dZ[i * N + j] = A[i * N + j] * inv_B
-                    dZ[i * N + c] = (A[i * N + c] - 1) * inv_B
+                        dZ[i * N + j] = A[i * N + j] * f
+                    dZ[i * N + c] = (A[i * N + c] - 1) * f
             else:
                 row_mass = 0
                 for j in range(N):
-                    total += Y[i * N + j] * (lse - Z[i * N + j])
+                    row += Y[i * N + j] * (lse - Z[i * N + j])
                     row_mass += Y[i * N + j]
                 if dZ != NULL:
                     for j in range(N):
-                        dZ[i * N + j] = (A[i * N + j] * <floating>row_mass - Y[i * N + j]) * inv_B
-        return total / B
-
-    if loss == LOSS_BINARY_CROSS_ENTROPY:
-        # max(z, 0) - z y + log(1 + exp(-|z|)): never overflows; gradient sigmoid(z) - y.
-        for i in range(B * N):
-            z = Z[i]
-            y = Y[i]
-            total += (z if z > 0 else 0) - z * y + log1p(exp(-fabs(z)))
-            if dZ != NULL:
-                dZ[i] = (A[i] - Y[i]) * inv_BN
-        return total / (B * N)
-
-    # mse through the output activation. The square is taken in the network's dtype, as
-    # the reference does: a float32 residual whose square overflows float32 is a diverged
-    # network (infinite loss), not a finite double.
-    for i in range(B * N):
-        d = A[i] - Y[i]
-        total += d * d
-        if dZ != NULL:
-            dZ[i] = d * (two_inv_BN * activation_derivative(Z[i], A[i], out_act))
-    return total / (B * N)
+                        dZ[i * N + j] = (A[i * N + j] * <floating>row_mass - Y[i * N + j]) * f
+        elif loss == LOSS_BINARY_CROSS_ENTROPY:
+            # max(z, 0) - z y + log(1 + exp(-|z|)): never overflows; gradient sigmoid(z) - y.
+            for j in range(i * N, i * N + N):
+                z = Z[j]
+                y = Y[j]
+                row += (z if z > 0 else 0) - z * y + log1p(exp(-fabs(z)))
+                if dZ != NULL:
+                    dZ[j] = (A[j] - Y[j]) * f
+        else:
+            # mse through the output activation. The square is taken in the network's
+            # dtype, as the reference does: a float32 residual whose square overflows
+            # float32 is a diverged network (infinite loss), not a finite double.
+            for j in range(i * N, i * N + N):
+                d = A[j] - Y[j]
+                row += d * d
+                if dZ != NULL:
+                    dZ[j] = d * ((2 * f) * activation_derivative(Z[j], A[j], out_act))
+        total += row if w == NULL else r_i * row
+    return scale * (total / norm)

@@ -41,6 +41,8 @@ from _dense cimport (dense_forward, dense_scratch_size, weight_gradient, weight_
                      input_gradient)
 from _gemm cimport fastbp_set_target, fastbp_target_supported, fastbp_active_target
 from _losses cimport loss_and_output_gradient
+from _optim cimport (OptStep, OPT_NONE, OPT_SGD, OPT_ADAM, update_block, update_chunks,
+                     adam_set_step)
 
 
 cdef struct Plan:
@@ -58,18 +60,24 @@ cdef struct Plan:
     Py_ssize_t scratch_off
     Py_ssize_t y_off
     Py_ssize_t work_size
+    double* partials             # the optimizer step's per-chunk results (_optim.pxd)
 
 
 cdef int make_plan(Plan* p, const Py_ssize_t[::1] sizes, const int[::1] acts, int loss,
                    Py_ssize_t capacity, bint input_slot, int n_threads) except -1:
-    cdef Py_ssize_t L = sizes.shape[0] - 1, l, off = 0, widest = 0, scratch = 0
+    cdef Py_ssize_t L = sizes.shape[0] - 1, l, off = 0, widest = 0, scratch = 0, chunks = 1
     p.n_layers = L
     p.sizes = &sizes[0]
     p.acts = &acts[0]
     p.loss = loss
     p.n_threads = n_threads
+    for l in range(L):
+        chunks = max(chunks, update_chunks(sizes[l] * sizes[l + 1]))
     p.w_off = <Py_ssize_t*>malloc(4 * (L + 1) * sizeof(Py_ssize_t))
-    if p.w_off == NULL:
+    p.partials = <double*>malloc(2 * chunks * sizeof(double))
+    if p.w_off == NULL or p.partials == NULL:
+        free(p.w_off)
+        free(p.partials)
         raise MemoryError()
     p.b_off = p.w_off + (L + 1)
     p.z_off = p.b_off + (L + 1)
@@ -105,7 +113,9 @@ cdef int make_plan(Plan* p, const Py_ssize_t[::1] sizes, const int[::1] acts, in
 
 cdef inline void free_plan(Plan* p) noexcept:
     free(p.w_off)
+    free(p.partials)
     p.w_off = NULL
+    p.partials = NULL
 
 
 def sizes_of(const Py_ssize_t[::1] sizes, const int[::1] acts, Py_ssize_t capacity,
@@ -133,54 +143,92 @@ cdef void forward_pass(const Plan* p, const floating* params, floating* work,
         a_in = work + p.a_off[l + 1]
 
 
+cdef struct Objective:
+    double scale                 # multiplies the data loss and its gradient
+    double l2                    # L2 penalty 0.5 l2 sum(W^2) on the weights (not biases)
+    bint l2_per_sample           # divide l2 by the batch's weight sum (scikit-learn's alpha)
+
+
+cdef inline floating* offset(floating* buf, Py_ssize_t off) noexcept nogil:
+    return buf + off if buf != NULL else NULL
+
+
 cdef double loss_and_gradient(const Plan* p, floating* params, floating* grads,
-                              floating* work, const floating* X, const int64_t* labels,
-                              const floating* Y, Py_ssize_t B, bint want_grad,
-                              floating lr) noexcept nogil:
-    # Forward, loss, and (want_grad) the backward pass by the chain rule from layer L down:
+                              floating* s1, floating* s2, floating* work,
+                              const floating* X, const int64_t* labels, const floating* Y,
+                              const floating* w, Py_ssize_t B, const Objective* obj,
+                              const OptStep* o, double* penalty, bint* bad) noexcept nogil:
+    # Forward, loss, and (grads not NULL) the backward pass by the chain rule from layer L
+    # down:
     #   dW_l = A_{l-1}^T dZ_l,  db_l = sum_rows dZ_l,  dZ_{l-1} = (dZ_l W_l^T) * f'_{l-1}(Z_{l-1})
-    # With lr > 0 each layer's SGD step is fused into its weight-gradient product
-    # (W_l -= lr dW_l without storing dW_l); only db_l is kept, in grads.
-    cdef Py_ssize_t L = p.n_layers, l
-    cdef double value
+    # o.kind == OPT_NONE: the gradients go into grads. Otherwise each layer takes its
+    # optimizer step (_optim.pxd) right after its gradient, while it is in cache; plain SGD
+    # without state or penalty is fused into the weight-gradient product instead
+    # (W_l -= lr dW_l without storing dW_l; only db_l is kept, in grads). *penalty gets the
+    # L2 penalty's value at the parameters before the step; *bad is set when the step made
+    # a parameter or state value non-finite.
+    cdef Py_ssize_t L = p.n_layers, l, i, K, N
+    cdef double value, decay = obj.l2, w_sum, sq = 0
     cdef floating* dZ
     cdef const floating* a_in
+    cdef bint fused
+    penalty[0] = 0
     forward_pass(p, params, work, X, B)
-    dZ = work + p.dz_off[(L - 1) % 2] if want_grad else NULL
+    dZ = work + p.dz_off[(L - 1) % 2] if grads != NULL else NULL
     value = loss_and_output_gradient(dZ, work + p.z_off[L - 1], work + p.a_off[L],
-                                     labels, Y, B, p.sizes[L], p.loss, p.acts[L - 1])
-    if not want_grad or (lr > 0 and not isfinite(value)):
+                                     labels, Y, w, B, p.sizes[L], p.loss, p.acts[L - 1],
+                                     obj.scale)
+    if grads == NULL or (o.kind != OPT_NONE and not isfinite(value)):
         # A non-finite loss before a training step means training diverged: leave the
         # parameters as they are. (Asked only for gradients, compute them anyway: they
         # are this input's, non-finite as the reference's are.)
         return value
+    if obj.l2_per_sample and decay != 0:
+        w_sum = B
+        if w != NULL:
+            w_sum = 0
+            for i in range(B):
+                w_sum += w[i]
+        decay = decay / w_sum if w_sum > 0 else 0
+    fused = o.kind == OPT_SGD and s1 == NULL and decay == 0
     for l in range(L - 1, -1, -1):
+        K = p.sizes[l]
+        N = p.sizes[l + 1]
         dZ = work + p.dz_off[l % 2]
         a_in = X if l == 0 else work + p.a_off[l]
         if l > 0:
-            # before the weight product: a fused SGD step overwrites W_l, and dZ_{l-1}
-            # needs the W_l of this step
+            # before the weight product: a step overwrites W_l, and dZ_{l-1} needs the W_l
+            # of this step
             input_gradient(work + p.dz_off[(l - 1) % 2], dZ, params + p.w_off[l],
                            work + p.z_off[l - 1], work + p.a_off[l],
-                           B, p.sizes[l], p.sizes[l + 1], p.acts[l - 1], p.n_threads,
-                           work + p.scratch_off)
-        if lr > 0:
+                           B, K, N, p.acts[l - 1], p.n_threads, work + p.scratch_off)
+        if fused:
             weight_update(params + p.w_off[l], params + p.b_off[l], grads + p.b_off[l],
-                          a_in, dZ, B, p.sizes[l], p.sizes[l + 1], lr, p.n_threads,
-                          work + p.scratch_off)
-        else:
-            weight_gradient(grads + p.w_off[l], grads + p.b_off[l], a_in, dZ,
-                            B, p.sizes[l], p.sizes[l + 1], p.n_threads, work + p.scratch_off)
+                          a_in, dZ, B, K, N, <floating>o.lr, p.n_threads,
+                          work + p.scratch_off, bad)
+            continue
+        weight_gradient(grads + p.w_off[l], grads + p.b_off[l], a_in, dZ,
+                        B, K, N, p.n_threads, work + p.scratch_off)
+        if o.kind != OPT_NONE:
+            sq += update_block(params + p.w_off[l], grads + p.w_off[l], offset(s1, p.w_off[l]),
+                               offset(s2, p.w_off[l]), K * N, o, <floating>decay, decay != 0,
+                               p.n_threads, p.partials, bad)
+            update_block(params + p.b_off[l], grads + p.b_off[l], offset(s1, p.b_off[l]),
+                         offset(s2, p.b_off[l]), N, o, 0, False, p.n_threads, p.partials, bad)
+    penalty[0] = 0.5 * decay * sq
     return value
 
 
-cdef void gather_batch(const Plan* p, floating* work, int64_t* label_buf,
+cdef void gather_batch(const Plan* p, floating* work, int64_t* label_buf, floating* w_buf,
                        const floating* X, const int64_t* labels, const floating* Y,
-                       const int64_t* rows, Py_ssize_t B) noexcept nogil:
-    # work's input slot (B, n0) <- X[rows]; label_buf <- labels[rows] or the Y slot <- Y[rows]
+                       const floating* w, const int64_t* rows, Py_ssize_t B) noexcept nogil:
+    # work's input slot (B, n0) <- X[rows]; label_buf <- labels[rows] or the Y slot <- Y[rows];
+    # w_buf <- w[rows] when there are row weights
     cdef Py_ssize_t i, n0 = p.sizes[0], nL = p.sizes[p.n_layers]
     for i in range(B):
         memcpy(work + i * n0, X + rows[i] * n0, n0 * sizeof(floating))
+        if w != NULL:
+            w_buf[i] = w[rows[i]]
         if labels != NULL:
             label_buf[i] = labels[rows[i]]
         else:
@@ -227,71 +275,123 @@ def forward(floating[::1] params, floating[::1] work,
         free_plan(&p)
 
 
+cdef inline floating* data_or_null(floating[::1] buf) noexcept:
+    return &buf[0] if buf.shape[0] > 0 else NULL
+
+
 def loss_gradients_step(floating[::1] params, floating[::1] grads, floating[::1] work,
                         const Py_ssize_t[::1] sizes, const int[::1] acts, int loss,
                         const floating[:, ::1] X, const int64_t[::1] labels,
-                        const floating[:, ::1] Y, bint want_grad, double lr, int n_threads):
-    """Loss of (X, labels or Y). With want_grad and lr == 0 the gradients go into grads;
+                        const floating[:, ::1] Y, const floating[::1] weights,
+                        bint want_grad, double lr, int n_threads):
+    """Loss of (X, labels or Y), a weighted mean when weights is not empty. With want_grad and lr == 0 the gradients go into grads;
     with want_grad and lr > 0 one SGD step is taken on params instead (grads then holds
-    only the bias gradients). Returns the loss before the step."""
+    only the bias gradients). Returns (loss before the step, bad): bad when the step made
+    a parameter non-finite."""
     cdef Plan p
     cdef Py_ssize_t B = X.shape[0]
-    cdef double value
+    cdef double value, penalty
+    cdef bint bad = False
     cdef const int64_t* lab = labels_ptr(labels)
     cdef const floating* ys = rows_ptr(Y)
     cdef floating* g = &grads[0] if want_grad else NULL
+    cdef const floating* w = &weights[0] if weights.shape[0] > 0 else NULL
+    cdef Objective obj
+    cdef OptStep o
+    obj.scale = 1
+    obj.l2 = 0
+    obj.l2_per_sample = False
+    o.kind = OPT_SGD if lr > 0 else OPT_NONE
+    o.lr = lr
     make_plan(&p, sizes, acts, loss, B, False, n_threads)
     try:
         with nogil:
-            value = loss_and_gradient(&p, &params[0], g, &work[0], &X[0, 0], lab, ys,
-                                      B, want_grad, <floating>lr)
+            value = loss_and_gradient(&p, &params[0], g, NULL, NULL, &work[0], &X[0, 0],
+                                      lab, ys, w, B, &obj, &o, &penalty, &bad)
     finally:
         free_plan(&p)
-    return value
+    return value, bad
 
 
-def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] work,
-                int64_t[::1] label_buf,
+def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
+                floating[::1] state2, floating[::1] work, int64_t[::1] label_buf,
+                floating[::1] w_buf,
                 const Py_ssize_t[::1] sizes, const int[::1] acts, int loss,
                 const floating[:, ::1] X, const int64_t[::1] labels,
-                const floating[:, ::1] Y, const int64_t[::1] order,
-                Py_ssize_t batch_size, double lr, int n_threads):
-    """One epoch of minibatch SGD over the rows of X in `order`, without the GIL.
-    work: work_size(capacity=batch_size, input_slot=True); label_buf: batch_size int64.
+                const floating[:, ::1] Y, const floating[::1] weights,
+                const int64_t[::1] order, Py_ssize_t batch_size,
+                int kind, double lr, double momentum, bint nesterov,
+                double beta1, double beta2, double eps, long long t0,
+                double scale, double l2, bint l2_per_sample,
+                int n_threads, progress=None):
+    """One epoch of minibatch training over the rows of X in `order`, without the GIL.
+    work: work_size(capacity=batch_size, input_slot=True); label_buf and w_buf: batch_size
+    elements (w_buf: 0 without row weights); state1/state2: the optimizer's state buffers
+    laid out like params, or empty (plain SGD keeps none; momentum uses state1, Adam both).
+    kind: OPT_SGD or OPT_ADAM; t0: Adam steps taken before this epoch.
 
-    Returns (sum of the batch losses, batches completed, diverged). Each batch loss is
-    taken before its step. When a batch's loss is not finite the loop stops before that
-    step (diverged is True). Every SIGNAL_CHECK_S seconds the loop takes the GIL to let
-    Python handle signals; a KeyboardInterrupt then propagates from here at a batch
-    boundary, with the parameters of the last completed step."""
+    Returns (sum over batches of loss * rows, sum of penalty * rows, rows done, steps
+    done, status). Each batch's loss is taken before its step. status 0: the epoch
+    finished; 1: a batch's loss was not finite and the loop stopped before its step; 2: the
+    last step made a parameter non-finite (that step is applied and not counted in steps
+    done: the caller restores and replays). Every SIGNAL_CHECK_S seconds the loop takes
+    the GIL to let Python handle signals and to call progress(rows done) if given; a
+    KeyboardInterrupt then propagates from here at a batch boundary, with the parameters
+    of the last completed step."""
     cdef Plan p
-    cdef Py_ssize_t n = order.shape[0], start, B, n_batches = 0
-    cdef double total = 0, value, next_check
-    cdef bint diverged = False
+    cdef Py_ssize_t n = order.shape[0], start = 0, B, n_steps = 0
+    cdef double total = 0, total_penalty = 0, value, penalty, next_check
+    cdef int status = 0
+    cdef bint bad = False
     cdef const int64_t* lab = labels_ptr(labels)
     cdef const floating* ys = rows_ptr(Y)
+    cdef const floating* w = &weights[0] if weights.shape[0] > 0 else NULL
+    cdef floating* s1 = data_or_null(state1)
+    cdef floating* s2 = data_or_null(state2)
+    cdef floating* wb = data_or_null(w_buf)
+    cdef Objective obj
+    cdef OptStep o
+    obj.scale = scale
+    obj.l2 = l2
+    obj.l2_per_sample = l2_per_sample
+    o.kind = kind
+    o.lr = lr
+    o.momentum = momentum
+    o.nesterov = nesterov
+    o.beta1 = beta1
+    o.beta2 = beta2
+    o.eps = eps
     make_plan(&p, sizes, acts, loss, batch_size, True, n_threads)
     try:
         with nogil:
-            start = 0
             next_check = fastbp_now() + SIGNAL_CHECK_S
             while start < n:
                 B = min(batch_size, n - start)
-                gather_batch(&p, &work[0], &label_buf[0], &X[0, 0], lab, ys, &order[start], B)
-                value = loss_and_gradient(&p, &params[0], &grads[0], &work[0], &work[0],
+                gather_batch(&p, &work[0], &label_buf[0], wb, &X[0, 0], lab, ys, w,
+                             &order[start], B)
+                if kind == OPT_ADAM:
+                    adam_set_step(&o, lr, t0 + n_steps + 1)
+                value = loss_and_gradient(&p, &params[0], &grads[0], s1, s2, &work[0],
+                                          &work[0],
                                           &label_buf[0] if lab != NULL else NULL,
                                           &work[0] + p.y_off if lab == NULL else NULL,
-                                          B, True, <floating>lr)
+                                          wb, B, &obj, &o, &penalty, &bad)
                 if not isfinite(value):
-                    diverged = True
+                    status = 1
                     break
-                total += value
-                n_batches += 1
+                if bad:
+                    status = 2
+                    break
+                total += value * B
+                total_penalty += penalty * B
+                n_steps += 1
                 start += B
                 if fastbp_now() >= next_check:
                     with gil:
                         PyErr_CheckSignals()
+                        if progress is not None:
+                            progress(start)
                     next_check = fastbp_now() + SIGNAL_CHECK_S
     finally:
         free_plan(&p)
-    return total, n_batches, diverged
+    return total, total_penalty, start, n_steps, status

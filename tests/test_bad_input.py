@@ -435,10 +435,19 @@ def test_lr_bad_value(cls, method, lr):
 @pytest.mark.parametrize("method", ["train_step", "fit"])
 @pytest.mark.parametrize("lr", ["0.1", None, True, 1j, [0.1]])
 def test_lr_wrong_type(cls, method, lr):
+    if method == "fit" and lr is None:
+        pytest.skip("fit(lr=None) means the optimizer's default (test_fit_lr_none_is_default)")
     net = make_net(cls)
     X, y = make_data("cross_entropy")
     with pytest.raises(TypeError, match=M_LR):
         call(net, method, X, y, lr=lr)
+
+
+def test_fit_lr_none_is_default(cls):
+    X, y = make_data("cross_entropy")
+    a = make_net(cls).fit(X, y, epochs=2, lr=None)
+    b = make_net(cls).fit(X, y, epochs=2, lr=0.1)   # sgd's default
+    assert a.loss_curve_ == b.loss_curve_
 
 
 @pytest.mark.parametrize("name, value, exc", [

@@ -489,7 +489,8 @@ def fit_kwargs(draw, method, dtype, B, bad=True):
         kw["lr"] = draw(st.sampled_from([np.nan, np.inf, -np.inf, 0, 0.0, -0.1, np.float32(-1)]))
         errors.add(VE)
     elif lr_kind == "bad-type":
-        kw["lr"] = draw(st.sampled_from(["0.1", None, True, 1j, [0.1]]))
+        # (fit takes lr=None as "the optimizer's default"; train_step has no default)
+        kw["lr"] = draw(st.sampled_from(["0.1", True, 1j, [0.1]] + ([None] if method == "train_step" else [])))
         errors.add(TE)
     else:
         # finite as a Python float, infinite in float32: like X = 1e300, the SPEC's "NaN or
