@@ -12,6 +12,6 @@ from ._version import __version__
 from . import _dispatch  # chooses the SIMD target before anything runs
 from .network import Network, load
 from ._config import show_config
-from . import kernels, reference
+from . import kernels, optim, reference
 
-__all__ = ["Network", "load", "show_config", "kernels", "reference", "__version__"]
+__all__ = ["Network", "load", "show_config", "kernels", "optim", "reference", "__version__"]

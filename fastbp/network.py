@@ -249,9 +249,31 @@ class Network:
         w_buf = np.empty(capacity if data.weights is not None else 0, dtype=self.dtype)
         order = np.ascontiguousarray(order, dtype=np.int64)
         kind, momentum, nesterov, beta1, beta2, eps = opt._hyper()
-        # what a non-finite parameter after a step rolls back to: the epoch is replayed
-        # from here up to the last good step (the kernels are deterministic)
-        snapshot = (self._params.copy(), tuple(b.copy() for b in state), opt.t)
+        # What a non-finite parameter after a step rolls back to: the epoch is replayed
+        # from here up to the last good step (the kernels are deterministic). Plain SGD's
+        # steps are fused into the weight products and never touch the weight part of the
+        # gradient buffer, so the weights are saved there: no memory beyond the biases.
+        fused = kind == 1 and not state and opt.l2 == 0
+        t_saved = opt.t
+        if fused:
+            np.copyto(self._grads, self._params)
+            saved_biases = [b.copy() for b in self.biases]
+            saved_state = ()
+        else:
+            saved_params = self._params.copy()
+            saved_state = tuple(b.copy() for b in state)
+
+        def restore():
+            if fused:
+                for W, saved in zip(self.weights, self._views(self._grads)[0]):
+                    W[...] = saved
+                for b, saved in zip(self.biases, saved_biases):
+                    b[...] = saved
+            else:
+                self._params[...] = saved_params
+            for b, saved in zip(state, saved_state):
+                b[...] = saved
+            opt.t = t_saved
 
         def run(rows):
             return _network.train_epoch(
@@ -264,10 +286,7 @@ class Network:
         total, total_penalty, done, steps, status = run(order)
         seconds = time.perf_counter() - t0
         if status == 2:
-            self._params[...] = snapshot[0]
-            for b, saved in zip(state, snapshot[1]):
-                b[...] = saved
-            opt.t = snapshot[2]
+            restore()
             if done:
                 total, total_penalty, done, steps, status = run(order[:done])
                 opt.t += steps
