@@ -1466,3 +1466,84 @@ def test_regression_relu_of_nan_is_nan_like_the_reference():
         with np.errstate(all="ignore"):
             outs.append(net.forward([[1.0]]))
     assert_same_finiteness(outs[0], outs[1], "forward with a NaN weight")
+
+
+# ------------------------------------------------------------------------------------------
+# train_epoch with every optimizer: equals the reference, or both stop with ValueError
+# ------------------------------------------------------------------------------------------
+
+@st.composite
+def optimizers(draw):
+    """A pair of identically configured, fresh optimizers (one per network) and the lr."""
+    kind = draw(st.sampled_from(["sgd", "momentum", "nesterov", "adam"]))
+    lr = draw(st.sampled_from([1e-3, 0.05, 0.3]))
+    l2 = draw(st.sampled_from([0.0, 0.0, 1e-3, 0.5]))
+    per_sample = draw(st.booleans())
+    if kind == "adam":
+        kw = dict(beta1=draw(st.sampled_from([0.0, 0.5, 0.9])),
+                  beta2=draw(st.sampled_from([0.9, 0.999])), epsilon=1e-8)
+        make = lambda: fastbp.optim.Adam(lr, l2=l2, l2_per_sample=per_sample, **kw)  # noqa: E731
+    else:
+        momentum = 0.0 if kind == "sgd" else draw(st.sampled_from([0.5, 0.9]))
+        make = lambda: fastbp.optim.SGD(lr, momentum=momentum, nesterov=kind == "nesterov",  # noqa: E731
+                                        l2=l2, l2_per_sample=per_sample)
+    return make(), make(), lr
+
+
+@_settings(60)
+@given(data=st.data())
+def test_train_epoch_with_optimizers_matches_reference(data):
+    """Random networks, optimizers (state carried over two epochs), L2 penalties, sample
+    weights (zeros included: a batch may weigh nothing), loss scales and batch sizes:
+    fastbp's compiled epoch equals the reference's, or both raise ValueError (diverged)
+    leaving equal parameters."""
+    cfg = data.draw(net_configs(), label="config")
+    B = data.draw(st.integers(1, 12), label="B")
+    rng = np.random.default_rng(data.draw(st.integers(0, 1000), label="data_seed"))
+    X = rng.standard_normal((B, cfg["layer_sizes"][0]))
+    y = _valid_targets(cfg["loss"], cfg["layer_sizes"][-1], B, rng)
+    weights = data.draw(st.sampled_from([None, "random", "some-zero"]), label="weights")
+    w = None
+    if weights is not None:
+        w = rng.uniform(0.1, 3.0, B)
+        if weights == "some-zero":
+            w[rng.random(B) < 0.5] = 0.0
+            w[0] = 1.0  # not all zero (that is a ValueError, tested in test_training)
+    opt_f, opt_r, lr = data.draw(optimizers(), label="optimizer")
+    batch_size = data.draw(st.integers(1, B + 2), label="batch_size")
+    loss_scale = data.draw(st.sampled_from([1.0, 0.5, 3.0]), label="loss_scale")
+    fast, ref = make_pair(cfg, data.draw(st.integers(0, 1000), label="bias_seed"))
+    for epoch in range(2):
+        order = rng.permutation(B)
+        results = []
+        for net, opt in ((fast, opt_f), (ref, opt_r)):
+            with np.errstate(all="ignore"):
+                results.append(outcome(lambda: net.train_epoch(
+                    X, y, optimizer=opt, batch_size=batch_size, order=order,
+                    sample_weight=w, loss_scale=loss_scale)))
+        (sf, ef), (sr, er) = results
+        for exc in (ef, er):
+            if exc is not None and not isinstance(exc, ValueError):
+                raise AssertionError(f"{type(exc).__name__}: {exc}") from exc
+        # Adam divides by sqrt of the second moment: a rounding-level difference in a
+        # gradient near zero moves a parameter by up to about lr * |g| / epsilon, so the
+        # tolerance grows with lr; SGD's tolerance is the forward/backward bound scaled by
+        # the steps and the learning rate.
+        steps = (epoch + 1) * -(-B // batch_size)
+        tol = bound(cfg["dtype"], cfg["layer_sizes"], scale=max(1.0, lr * loss_scale * 10),
+                    steps=steps)
+        if isinstance(opt_f, fastbp.optim.Adam):
+            tol += lr * steps * (1e-3 if cfg["dtype"] == np.float32 else 1e-6)
+        event(f"epoch {epoch}: {'ok' if ef is None else 'diverged'}")
+        if (ef is None) != (er is None):
+            # one diverged at the edge of finiteness, the other did not: only acceptable
+            # when the reference's values are themselves huge
+            big = max(float(np.abs(p).max()) for p in ref.weights + ref.biases)
+            assert big > 1e15, f"fastbp {'raised ' + str(ef) if ef else 'ok'}, reference {'raised ' + str(er) if er else 'ok'}"
+            return
+        for a, b in zip(fast.weights + fast.biases, ref.weights + ref.biases):
+            assert_close(a, b, tol * max(1.0, float(np.abs(b).max())), "parameters")
+        if ef is not None:
+            return
+        assert opt_f.t == opt_r.t
+        assert abs(sf.loss - sr.loss) <= tol * max(1.0, abs(sr.loss)), (sf, sr)
