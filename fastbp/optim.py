@@ -114,7 +114,7 @@ class SGD(Optimizer):
     _fields = ("lr", "momentum", "nesterov", "l2", "l2_per_sample")
 
     def __init__(self, lr=0.1, momentum=0.0, nesterov=False, l2=0.0, l2_per_sample=False):
-        self.momentum = _real(momentum, "momentum", low=0.0, high=1.0, high_open=True)
+        self.momentum = _real(momentum, "momentum", low=0.0, high=1.0)  # 1 allowed, as scikit-learn does
         self.nesterov = _flag(nesterov, "nesterov")
         self._n_buffers = 1 if self.momentum > 0 else 0
         super().__init__(lr, l2, l2_per_sample)

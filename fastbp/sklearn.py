@@ -1,0 +1,830 @@
+"""Drop-in replacements for scikit-learn's MLPClassifier and MLPRegressor.
+
+    from fastbp.sklearn import MLPClassifier   # instead of sklearn.neural_network
+
+The estimators take scikit-learn's constructor parameters with their defaults and
+meanings, set the same fitted attributes and follow scikit-learn's training procedure
+step by step (sklearn/neural_network/_multilayer_perceptron.py, BaseMultilayerPerceptron:
+_initialize, _fit, _fit_stochastic, _update_no_improvement_count and the optimizers of
+_stochastic_optimizers.py): the same initial parameters drawn from the same random
+state, the same shuffles and validation split, the same minibatches, update rules,
+learning-rate schedules, stopping rules and early-stopping restore. Only the epoch
+itself runs elsewhere: each one is a single call to fastbp.Network.train_epoch, which
+runs the minibatches in compiled, multi-threaded code. In float64 and with the same
+random_state, a fit here follows scikit-learn's fit to rounding.
+
+Differences:
+  * solver="lbfgs" (and MLPRegressor's loss="poisson") are not implemented: a ValueError
+    points to scikit-learn's own estimators.
+  * Sparse X is refused (a TypeError that says so); scikit-learn multiplies it as sparse.
+  * sample_weight must be non-negative and not all zero (fastbp.optim's rules).
+  * Two extra parameters: n_threads (fastbp.Network's) and dtype (None: float32 when X
+    is float32, else float64; float32 trains in float32).
+
+scikit-learn is an optional dependency of fastbp: only this module needs it.
+"""
+
+import numbers
+import warnings
+
+try:
+    from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin, _fit_context
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.metrics import accuracy_score, r2_score
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import LabelBinarizer
+    from sklearn.utils import check_random_state, column_or_1d
+    from sklearn.utils._param_validation import Interval, Options, StrOptions
+    from sklearn.utils.metaestimators import available_if
+    from sklearn.utils.multiclass import (
+        _check_partial_fit_first_call,
+        type_of_target,
+        unique_labels,
+    )
+    from sklearn.utils.validation import _check_sample_weight, check_is_fitted, validate_data
+except ImportError as exc:  # scikit-learn missing, or older than 1.6 (no validate_data)
+    raise ImportError(
+        "fastbp.sklearn needs scikit-learn >= 1.6: pip install 'fastbp[sklearn]' "
+        f"(or pip install scikit-learn). The import failed with: {exc}"
+    ) from exc
+
+import numpy as np
+
+from .network import Network
+from . import optim
+
+__all__ = ["MLPClassifier", "MLPRegressor"]
+
+_STOCHASTIC_SOLVERS = ("sgd", "adam")
+
+
+def _lbfgs_error(estimator):
+    name = type(estimator).__name__
+    return ValueError(
+        f"solver='lbfgs' is not implemented by fastbp.sklearn.{name}: fastbp trains with "
+        f"the stochastic solvers 'sgd' and 'adam'. Use solver='adam' or solver='sgd', or "
+        f"sklearn.neural_network.{name}(solver='lbfgs') for L-BFGS.")
+
+
+def _check_dtype_param(dtype):
+    """The dtype parameter: None, or something np.dtype reads as float32 or float64."""
+    if dtype is None:
+        return None
+    try:
+        dt = np.dtype(dtype)
+    except TypeError as exc:
+        raise TypeError(f"dtype must be None, np.float32 or np.float64; got {dtype!r}") from exc
+    if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
+        raise ValueError(f"dtype must be None, np.float32 or np.float64; got {dtype!r}")
+    return dt
+
+
+class _BaseMLP(BaseEstimator):
+    """What MLPClassifier and MLPRegressor share (scikit-learn's BaseMultilayerPerceptron).
+    Not to be used directly."""
+
+    # scikit-learn's constraints (BaseMultilayerPerceptron._parameter_constraints), plus
+    # fastbp's two extras. "lbfgs" is a valid value there, so it is here: fit then
+    # explains that fastbp does not implement it.
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "power_t": [Interval(numbers.Real, 0, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(numbers.Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_1": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_2": [Interval(numbers.Real, 0, 1, closed="left")],
+        "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
+        "n_iter_no_change": [Interval(numbers.Integral, 1, None, closed="left"),
+                             Options(numbers.Real, {np.inf})],
+        "max_fun": [Interval(numbers.Integral, 1, None, closed="left")],
+        # fastbp's extras; fastbp.Network checks n_threads (0 is an error), fit checks dtype
+        "n_threads": [None, Interval(numbers.Integral, None, None, closed="neither")],
+        "dtype": "no_validation",
+    }
+
+    _loss = None  # scikit-learn's loss name (log_loss / squared_error)
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def _set_params_common(self, hidden_layer_sizes, activation, solver, alpha, batch_size,
+                           learning_rate, learning_rate_init, power_t, max_iter, shuffle,
+                           random_state, tol, verbose, warm_start, momentum,
+                           nesterovs_momentum, early_stopping, validation_fraction, beta_1,
+                           beta_2, epsilon, n_iter_no_change, max_fun, n_threads, dtype):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.n_threads = n_threads
+        self.dtype = dtype
+
+    def _check_supported(self):
+        if self.solver == "lbfgs":
+            raise _lbfgs_error(self)
+
+    def _validate_dtype_arg(self):
+        """validate_data's dtype argument: X is converted to the training dtype at once."""
+        dt = _check_dtype_param(self.dtype)
+        return (np.float64, np.float32) if dt is None else dt.type
+
+    def _network_loss(self):
+        """fastbp loss name and the loss_scale that makes its gradient scikit-learn's."""
+        if self.out_activation_ == "softmax":
+            # log_loss on one-hot rows: the mean over rows of -log softmax
+            return "cross_entropy", 1.0
+        if self.out_activation_ == "logistic":
+            # binary_log_loss sums over the n_outputs_ columns what fastbp averages
+            return "binary_cross_entropy", float(self.n_outputs_)
+        # squared_loss is 0.5 * the mean over all elements; fastbp's mse is the mean
+        # (its gradient 2/(B n) (A - Y)); scale n/2 gives scikit-learn's (A - Y)/B
+        return "mse", self.n_outputs_ / 2.0
+
+    def _layer_units(self):
+        return [self.n_features_in_] + list(self._hidden_sizes()) + [self.n_outputs_]
+
+    def _hidden_sizes(self):
+        hidden = self.hidden_layer_sizes
+        if not hasattr(hidden, "__iter__"):
+            hidden = [hidden]
+        return list(hidden)
+
+    def _get_network(self):
+        """The fastbp.Network that trains and predicts, (re)built when missing (after
+        unpickling) or when its configuration no longer matches the fitted attributes.
+        Its parameters are not loaded here."""
+        units = tuple(int(u) for u in [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_])
+        loss, _ = self._network_loss()
+        dtype = np.dtype(self.coefs_[0].dtype)
+        key = (units, self.activation, loss, dtype, self.n_threads)
+        net = getattr(self, "_net", None)
+        if net is None or getattr(self, "_net_key", None) != key:
+            net = Network(list(units), activation=self.activation, loss=loss, dtype=dtype,
+                          seed=0, n_threads=self.n_threads)
+            self._net = net
+            self._net_key = key
+        return net
+
+    def _load_parameters(self, net):
+        for i, (coef, intercept) in enumerate(zip(self.coefs_, self.intercepts_)):
+            net.weights[i] = coef
+            net.biases[i] = intercept
+
+    def __getstate__(self):
+        # The network is rebuilt from coefs_/intercepts_ when needed; pickles carry the
+        # parameters once, as the plain arrays scikit-learn's estimators hold.
+        state = super().__getstate__()
+        state = dict(state)
+        state.pop("_net", None)
+        state.pop("_net_key", None)
+        return state
+
+    # -- scikit-learn's _initialize and _init_coef -----------------------------------------
+
+    def _initialize(self, y, layer_units, dtype):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = y.shape[1]
+        self.n_layers_ = len(layer_units)
+        if not isinstance(self, ClassifierMixin):
+            self.out_activation_ = "identity"
+        elif self._label_binarizer.y_type_ == "multiclass":
+            self.out_activation_ = "softmax"
+        else:
+            self.out_activation_ = "logistic"
+
+        self.coefs_ = []
+        self.intercepts_ = []
+        for i in range(self.n_layers_ - 1):
+            coef_init, intercept_init = self._init_coef(layer_units[i], layer_units[i + 1], dtype)
+            self.coefs_.append(coef_init)
+            self.intercepts_.append(intercept_init)
+
+        self._best_coefs = [c.copy() for c in self.coefs_]
+        self._best_intercepts = [i.copy() for i in self.intercepts_]
+
+        self.loss_curve_ = []
+        self._no_improvement_count = 0
+        if self.early_stopping:
+            self.validation_scores_ = []
+            self.best_validation_score_ = -np.inf
+            self.best_loss_ = None
+        else:
+            self.best_loss_ = np.inf
+            self.validation_scores_ = None
+            self.best_validation_score_ = None
+
+    def _init_coef(self, fan_in, fan_out, dtype):
+        # Glorot et al.'s uniform initialization, drawn exactly as scikit-learn draws it
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        init_bound = np.sqrt(factor / (fan_in + fan_out))
+        coef_init = self._random_state.uniform(-init_bound, init_bound, (fan_in, fan_out))
+        intercept_init = self._random_state.uniform(-init_bound, init_bound, fan_out)
+        return coef_init.astype(dtype, copy=False), intercept_init.astype(dtype, copy=False)
+
+    # -- training -------------------------------------------------------------------------
+
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        self._check_supported()
+        hidden_layer_sizes = self._hidden_sizes()
+        if np.any(np.array(hidden_layer_sizes) <= 0):
+            raise ValueError("hidden_layer_sizes must be > 0, got %s." % hidden_layer_sizes)
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        n_samples, n_features = X.shape
+        if sample_weight is not None:
+            sample_weight = _check_sample_weight(sample_weight, X)
+        if y.ndim == 1:
+            y = y.reshape((-1, 1))
+        self.n_outputs_ = y.shape[1]
+        layer_units = [n_features] + hidden_layer_sizes + [self.n_outputs_]
+
+        self._random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(y, layer_units, X.dtype)
+        self._fit_stochastic(X, y, sample_weight, layer_units, incremental)
+
+        if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
+            raise ValueError(
+                "Solver produced non-finite parameter weights. The input data may"
+                " contain large values and need to be preprocessed.")
+        return self
+
+    def _make_optimizer(self):
+        if self.solver == "sgd":
+            return optim.SGD(lr=self.learning_rate_init, momentum=self.momentum,
+                             nesterov=self.nesterovs_momentum, l2=self.alpha,
+                             l2_per_sample=True)
+        return optim.Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
+                          epsilon=self.epsilon, l2=self.alpha, l2_per_sample=True)
+
+    def _fit_stochastic(self, X, y, sample_weight, layer_units, incremental):
+        net = self._get_network()
+        self._load_parameters(net)
+        if not incremental or getattr(self, "_optimizer", None) is None:
+            self._optimizer = self._make_optimizer()
+            self._learning_rate = float(self.learning_rate_init)
+        opt = self._optimizer
+        if self.solver == "sgd":
+            opt.lr = self._learning_rate
+        loss_name, loss_scale = self._network_loss()
+        # once here, not in every epoch's checks: C order in the network's dtype
+        X = np.ascontiguousarray(X, dtype=net.dtype)
+        targets = self._network_targets(y, net.dtype)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=net.dtype)
+
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        early_stopping = self.early_stopping
+        n_all = X.shape[0]
+        if early_stopping:
+            if self.validation_scores_ is None:  # the previous (warm) fit did not stop early
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+            # don't stratify in multilabel (or multiclass: n_outputs_ > 1) classification
+            should_stratify = isinstance(self, ClassifierMixin) and self.n_outputs_ == 1
+            stratify = y if should_stratify else None
+            # Splitting the row indices draws from the random state exactly as splitting
+            # (X, y[, sample_weight]) does (the split depends only on n and stratify); the
+            # training rows then stay in X, addressed through `order`.
+            train_rows, val_rows = train_test_split(
+                np.arange(n_all), random_state=self._random_state,
+                test_size=self.validation_fraction, stratify=stratify)
+            if val_rows.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' "
+                    "or the size of your dataset.")
+            X_val = X[val_rows]
+            y_val = y[val_rows]
+            if isinstance(self, ClassifierMixin):
+                y_val = self._label_binarizer.inverse_transform(y_val)
+            sample_weight_val = None if sample_weight is None else sample_weight[val_rows]
+            best_aliases_current = self._best_coefs is self.coefs_
+        else:
+            train_rows = None
+            X_val = y_val = sample_weight_val = None
+            best_aliases_current = False
+
+        n_samples = n_all if train_rows is None else train_rows.shape[0]
+        sample_idx = np.arange(n_samples, dtype=int)
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than "
+                    "sample size. It is going to be clipped")
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+
+        improved = False
+        try:
+            self.n_iter_ = 0
+            for it in range(self.max_iter):
+                if self.shuffle:
+                    # sklearn.utils.shuffle(sample_idx, random_state=...), without its
+                    # parameter validation (a fifth of an epoch's time on small data):
+                    # resample(replace=False) shuffles an arange with the random state
+                    # and indexes with it, exactly this
+                    perm = np.arange(n_samples)
+                    self._random_state.shuffle(perm)
+                    sample_idx = sample_idx[perm]
+                order = sample_idx if train_rows is None else train_rows[sample_idx]
+                try:
+                    stats = net.train_epoch(X, targets, optimizer=opt, batch_size=batch_size,
+                                            order=order, shuffle=False,
+                                            sample_weight=sample_weight,
+                                            loss_scale=loss_scale)
+                except ValueError as exc:
+                    if "diverged" not in str(exc):
+                        raise
+                    self._store_parameters(net)
+                    raise ValueError(
+                        "Solver produced non-finite parameter weights. The input data may"
+                        " contain large values and need to be preprocessed.") from exc
+
+                self.n_iter_ += 1
+                if loss_name == "mse":
+                    # scikit-learn reports 0.5 * the mean squared error plus the penalty
+                    self.loss_ = 0.5 * stats.data_loss + stats.penalty
+                else:
+                    self.loss_ = stats.loss
+                self.t_ += n_samples
+                self.loss_curve_.append(self.loss_)
+                if self.verbose:
+                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+
+                if self._update_no_improvement_count(early_stopping, net, X_val, y_val,
+                                                     sample_weight_val):
+                    improved = True
+
+                # SGDOptimizer.iteration_ends
+                if self.solver == "sgd" and self.learning_rate == "invscaling":
+                    self._learning_rate = (
+                        float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t)
+                    opt.lr = self._learning_rate
+
+                if self._no_improvement_count > self.n_iter_no_change:
+                    if early_stopping:
+                        msg = ("Validation score did not improve more than "
+                               "tol=%f for %d consecutive epochs."
+                               % (self.tol, self.n_iter_no_change))
+                    else:
+                        msg = ("Training loss did not improve more than tol=%f"
+                               " for %d consecutive epochs."
+                               % (self.tol, self.n_iter_no_change))
+                    if self._trigger_stopping(msg):
+                        break
+                    self._no_improvement_count = 0
+                    opt.lr = self._learning_rate
+
+                if incremental:
+                    break
+
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        "Stochastic Optimizer: Maximum iterations (%d) "
+                        "reached and the optimization hasn't converged yet."
+                        % self.max_iter,
+                        ConvergenceWarning)
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.")
+
+        self._store_parameters(net)
+        if early_stopping:
+            if best_aliases_current and not improved:
+                # scikit-learn's restore makes coefs_ the very arrays of _best_coefs, and
+                # a later warm-started fit updates them in place: when that fit never
+                # improves the best score, its "best" parameters are its last ones.
+                self._best_coefs = self.coefs_
+                self._best_intercepts = self.intercepts_
+            # restore best weights
+            self.coefs_ = self._best_coefs
+            self.intercepts_ = self._best_intercepts
+
+    def _trigger_stopping(self, msg):
+        """The optimizers' trigger_stopping: True to stop; adaptive sgd divides the
+        learning rate by 5 instead until it is at most 1e-6."""
+        if self.solver != "sgd" or self.learning_rate != "adaptive":
+            if self.verbose:
+                print(msg + " Stopping.")
+            return True
+        if self._learning_rate <= 1e-6:
+            if self.verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        self._learning_rate /= 5.0
+        if self.verbose:
+            print(msg + " Setting learning rate to %f" % self._learning_rate)
+        return False
+
+    def _store_parameters(self, net):
+        self.coefs_ = [w.copy() for w in net.weights]
+        self.intercepts_ = [b.copy() for b in net.biases]
+
+    def _update_no_improvement_count(self, early_stopping, net, X_val, y_val, sample_weight):
+        """scikit-learn's; returns True when the best validation score improved (the
+        network's current parameters were copied as the best)."""
+        if early_stopping:
+            val_score = self._score_net(net, X_val, y_val, sample_weight)
+            self.validation_scores_.append(val_score)
+            if self.verbose:
+                print("Validation score: %f" % self.validation_scores_[-1])
+            last_valid_score = self.validation_scores_[-1]
+            if last_valid_score < (self.best_validation_score_ + self.tol):
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if last_valid_score > self.best_validation_score_:
+                self.best_validation_score_ = last_valid_score
+                self._best_coefs = [w.copy() for w in net.weights]
+                self._best_intercepts = [b.copy() for b in net.biases]
+                return True
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+        return False
+
+    def _score_net(self, net, X, y, sample_weight):
+        """scikit-learn's _score_with_function on the network's current parameters."""
+        y_pred = self._output_to_prediction(net.forward(X))
+        if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
+            return np.nan
+        return self._score_function(y, y_pred, sample_weight=sample_weight)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to data matrix X and target(s) y.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            The input data (dense; float32 input trains in float32 unless dtype says
+            otherwise).
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+            The target values (class labels in classification, real numbers in
+            regression).
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        self : object
+            Returns a trained MLP model.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    def _check_solver(self):
+        if self.solver not in _STOCHASTIC_SOLVERS:
+            raise AttributeError(
+                "partial_fit is only available for stochastic"
+                " optimizers. %s is not stochastic." % self.solver)
+        return True
+
+    # -- prediction -----------------------------------------------------------------------
+
+    def _forward(self, X, check_input=True):
+        """The output layer's activations for X, computed by fastbp from coefs_ and
+        intercepts_ (the fitted attributes are the parameters: changing them changes the
+        predictions, as in scikit-learn)."""
+        if check_input:
+            X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+        net = self._get_network()
+        self._load_parameters(net)
+        out = net.forward(X)
+        # scikit-learn's products take the wider of the input's and the parameters' dtype
+        return out.astype(np.result_type(X.dtype, out.dtype), copy=False)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        return tags
+
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):
+    """Multi-layer Perceptron classifier trained by fastbp: scikit-learn's
+    sklearn.neural_network.MLPClassifier with its parameters, attributes and training
+    procedure, with each epoch run in fastbp's compiled code.
+
+    Parameters are scikit-learn's (see its documentation), plus:
+
+    n_threads : int or None, default=None
+        fastbp.Network's thread count: None follows OMP_NUM_THREADS or the usable cores,
+        a positive int caps the threads, -1 all cores, -2 all but one. Results do not
+        depend on it.
+    dtype : None, np.float32 or np.float64, default=None
+        The training precision; None: float32 when X is float32, else float64.
+
+    solver='lbfgs' is not implemented (a ValueError points to scikit-learn). Sparse X is
+    refused.
+
+    Attributes
+    ----------
+    classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_,
+    t_, coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_,
+    n_outputs_, out_activation_ : as scikit-learn's.
+    """
+
+    _loss = "log_loss"
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        n_threads=None,
+        dtype=None,
+    ):
+        self._set_params_common(
+            hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
+            learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose,
+            warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction,
+            beta_1, beta_2, epsilon, n_iter_no_change, max_fun, n_threads, dtype)
+
+    @staticmethod
+    def _score_function(y, y_pred, sample_weight=None):
+        return accuracy_score(y, y_pred, sample_weight=sample_weight)
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, accept_sparse=False, multi_output=True,
+                             dtype=self._validate_dtype_arg(), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        # scikit-learn's table of cases (MLPClassifier._validate_input)
+        if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same "
+                        "classes as in the previous call to fit. Previously "
+                        f"got {self.classes_}, `y` has {classes}")
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    "`y` has classes not in `self.classes_`. "
+                    f"`self.classes_` has {self.classes_}. 'y' has {classes}.")
+        y = self._label_binarizer.transform(y).astype(bool)
+        return X, y
+
+    def _network_targets(self, y, dtype):
+        if self.out_activation_ == "softmax":
+            return np.ascontiguousarray(y.argmax(axis=1), dtype=np.int64)
+        return np.ascontiguousarray(y, dtype=dtype)
+
+    def _output_to_prediction(self, y_pred):
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        return self._label_binarizer.inverse_transform(y_pred)
+
+    def predict(self, X):
+        """Predict using the multi-layer perceptron classifier.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            The input data.
+
+        Returns
+        -------
+        y : ndarray, shape (n_samples,) or (n_samples, n_classes)
+            The predicted classes.
+        """
+        check_is_fitted(self)
+        return self._output_to_prediction(self._forward(X))
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """Update the model with a single iteration over the given data.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            The input data.
+        y : array-like of shape (n_samples,)
+            The target values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+        classes : array of shape (n_classes,), default=None
+            Classes across all calls to partial_fit; required on the first call, may be
+            omitted afterwards.
+
+        Returns
+        -------
+        self : object
+            Trained MLP model.
+        """
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict_log_proba(self, X):
+        """The log of predict_proba(X)."""
+        y_prob = self.predict_proba(X)
+        return np.log(y_prob, out=y_prob)
+
+    def predict_proba(self, X):
+        """Probability estimates.
+
+        Returns
+        -------
+        y_prob : ndarray of shape (n_samples, n_classes)
+            The predicted probability of the sample for each class in the model, where
+            classes are ordered as they are in `self.classes_`.
+        """
+        check_is_fitted(self)
+        y_pred = self._forward(X)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        if y_pred.ndim == 1:
+            return np.vstack([1 - y_pred, y_pred]).T
+        return y_pred
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags
+
+
+class MLPRegressor(RegressorMixin, _BaseMLP):
+    """Multi-layer Perceptron regressor trained by fastbp: scikit-learn's
+    sklearn.neural_network.MLPRegressor with its parameters, attributes and training
+    procedure, with each epoch run in fastbp's compiled code.
+
+    Parameters are scikit-learn's (see its documentation), plus n_threads and dtype (as
+    in fastbp.sklearn.MLPClassifier). solver='lbfgs' and loss='poisson' are not
+    implemented (a ValueError points to scikit-learn). Sparse X is refused.
+
+    Attributes
+    ----------
+    loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_,
+    coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_,
+    n_outputs_, out_activation_ : as scikit-learn's.
+    """
+
+    _parameter_constraints: dict = {
+        **_BaseMLP._parameter_constraints,
+        "loss": [StrOptions({"squared_error", "poisson"})],
+    }
+
+    def __init__(
+        self,
+        loss="squared_error",
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        n_threads=None,
+        dtype=None,
+    ):
+        self.loss = loss
+        self._set_params_common(
+            hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
+            learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose,
+            warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction,
+            beta_1, beta_2, epsilon, n_iter_no_change, max_fun, n_threads, dtype)
+
+    def _check_supported(self):
+        super()._check_supported()
+        if self.loss == "poisson":
+            raise ValueError(
+                "loss='poisson' is not implemented by fastbp.sklearn.MLPRegressor (it "
+                "trains the squared error). Use sklearn.neural_network.MLPRegressor("
+                "loss='poisson') for the Poisson deviance.")
+
+    @staticmethod
+    def _score_function(y, y_pred, sample_weight=None):
+        return r2_score(y, y_pred, sample_weight=sample_weight)
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(self, X, y, accept_sparse=False, multi_output=True,
+                             y_numeric=True, dtype=self._validate_dtype_arg(), reset=reset)
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        return X, y
+
+    def _network_targets(self, y, dtype):
+        return np.ascontiguousarray(y, dtype=dtype)
+
+    def _output_to_prediction(self, y_pred):
+        if y_pred.shape[1] == 1:
+            return y_pred.ravel()
+        return y_pred
+
+    def predict(self, X):
+        """Predict using the multi-layer perceptron model.
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples, n_outputs)
+            The predicted values.
+        """
+        check_is_fitted(self)
+        return self._output_to_prediction(self._forward(X))
+
+    @available_if(lambda est: est._check_solver())
+    @_fit_context(prefer_skip_nested_validation=True)
+    def partial_fit(self, X, y, sample_weight=None):
+        """Update the model with a single iteration over the given data.
+
+        Parameters
+        ----------
+        X : ndarray of shape (n_samples, n_features)
+            The input data.
+        y : ndarray of shape (n_samples,)
+            The target values.
+        sample_weight : array-like of shape (n_samples,), default=None
+            Sample weights.
+
+        Returns
+        -------
+        self : object
+            Trained MLP model.
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
