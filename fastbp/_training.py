@@ -251,14 +251,17 @@ def fit(net, X, y, *, epochs, batch_size, lr, shuffle, optimizer, momentum, nest
         callbacks = ()
     elif callable(callbacks):
         callbacks = (callbacks,)
-    callbacks = tuple(callbacks)
+    elif isinstance(callbacks, (list, tuple)):
+        callbacks = tuple(callbacks)
+    else:
+        raise TypeError(f"callbacks must be a callable cb(net, epoch, logs) or a list of them; "
+                        f"got {callbacks!r}")
     for cb in callbacks:
         if not callable(cb):
             raise TypeError(f"callbacks must be callables cb(net, epoch, logs); got {cb!r}")
     opt = optim.make_optimizer(optimizer, lr, momentum, nesterov, beta1, beta2, epsilon, l2)
     train, val = split_validation(net, data, validation_data, validation_split)
-    from ._validation import check_lr
-    check_lr(opt.lr, net.dtype)
+    net._bind_optimizer(opt)  # lr for this dtype, state for this network: before any change
 
     net.optimizer_ = opt
     history = {"loss": [], "val_loss": [], "val_score": [], "lr": [], "samples_per_s": [],

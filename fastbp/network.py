@@ -201,6 +201,13 @@ class Network:
                                                 X.shape[0], self.dtype)
         return Data(X, labels, Y, weights)
 
+    def _bind_optimizer(self, opt):
+        """(lr checked for this dtype, opt's state buffers for this network): raises before
+        anything of the network changes when opt cannot train it."""
+        lr = check_lr(opt.lr, self.dtype)
+        return lr, opt._bind((tuple(self.layer_sizes), self.dtype.str),
+                             lambda: np.zeros_like(self._params))
+
     def _copy_parameters(self):
         return self._params.copy()
 
@@ -237,9 +244,7 @@ class Network:
         n = order.shape[0]
         capacity = min(batch_size, n)
         nt = self.n_threads
-        lr = check_lr(opt.lr, self.dtype)
-        state = opt._bind((tuple(self.layer_sizes), self.dtype.str),
-                          lambda: np.zeros_like(self._params))
+        lr, state = self._bind_optimizer(opt)
         empty = np.empty(0, dtype=self.dtype)
         s1 = state[0] if len(state) > 0 else empty
         s2 = state[1] if len(state) > 1 else empty
@@ -364,7 +369,12 @@ class Network:
         batch_size = check_positive_int(batch_size, "batch_size")
         shuffle = check_bool(shuffle, "shuffle")
         loss_scale = _training.check_loss_scale(loss_scale)
-        order = _training.epoch_order(self, data.X.shape[0], order, shuffle)
+        n = data.X.shape[0]
+        if order is not None:
+            order = _training.epoch_order(self, n, order, shuffle)  # checked, nothing drawn
+        self._bind_optimizer(optimizer)  # after every check, before the generator draws
+        if order is None:
+            order = _training.epoch_order(self, n, None, shuffle)
         return self._epoch(data, order, batch_size, optimizer, loss_scale)
 
     @_serialized

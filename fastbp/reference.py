@@ -206,6 +206,12 @@ class Network:
                                                 X.shape[0], self.dtype)
         return Data(X, labels, Y, weights)
 
+    def _bind_optimizer(self, opt):
+        lr = check_lr(opt.lr, self.dtype)
+        n_params = sum(a * b + b for a, b in zip(self.layer_sizes[:-1], self.layer_sizes[1:]))
+        return lr, opt._bind((tuple(self.layer_sizes), self.dtype.str),
+                             lambda: np.zeros(n_params, dtype=self.dtype))
+
     def _copy_parameters(self):
         return [p.copy() for p in self.weights + self.biases]
 
@@ -291,10 +297,7 @@ class Network:
         return value, penalty, 0
 
     def _epoch(self, data, order, batch_size, opt, loss_scale=1.0, progress=None):
-        lr = check_lr(opt.lr, self.dtype)
-        n_params = sum(a * b + b for a, b in zip(self.layer_sizes[:-1], self.layer_sizes[1:]))
-        opt._bind((tuple(self.layer_sizes), self.dtype.str),
-                  lambda: np.zeros(n_params, dtype=self.dtype))
+        lr, _ = self._bind_optimizer(opt)
         t0 = time.perf_counter()
         total = total_penalty = 0.0
         done = 0
@@ -353,7 +356,12 @@ class Network:
         batch_size = check_positive_int(batch_size, "batch_size")
         shuffle = check_bool(shuffle, "shuffle")
         loss_scale = _training.check_loss_scale(loss_scale)
-        order = _training.epoch_order(self, data.X.shape[0], order, shuffle)
+        n = data.X.shape[0]
+        if order is not None:
+            order = _training.epoch_order(self, n, order, shuffle)  # checked, nothing drawn
+        self._bind_optimizer(optimizer)  # after every check, before the generator draws
+        if order is None:
+            order = _training.epoch_order(self, n, None, shuffle)
         return self._epoch(data, order, batch_size, optimizer, loss_scale)
 
     def fit(self, X, y, epochs=5, batch_size=32, lr=None, shuffle=True, *, optimizer="sgd",

@@ -93,11 +93,13 @@ cdef inline void scale_by_derivative_row(floating* d, const floating* z, const f
                                          Py_ssize_t n, int act) noexcept nogil:
     """d[j] *= f'(z[j]) for j < n: turns dL/dA into dL/dZ."""
     cdef Py_ssize_t j
+    cdef floating x
     if act == ACT_IDENTITY:
         return
     elif act == ACT_RELU:
         for j in range(n):
-            d[j] = d[j] if z[j] > 0 else 0
+            x = d[j]  # read unconditionally: a blend, not a branch on the sign
+            d[j] = x if z[j] > 0 else 0
     elif act == ACT_LEAKY_RELU:
         for j in range(n):
             d[j] = d[j] if z[j] > 0 else d[j] * <floating>0.01
