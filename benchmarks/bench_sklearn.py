@@ -38,6 +38,12 @@ import warnings
 
 import numpy as np
 
+# Pause before each timed fit: OpenBLAS's worker threads spin for a while after
+# scikit-learn's last product (and OpenMP's after fastbp's), and with few cores they would
+# steal a core from the other library's fit (fastbp on two threads right after
+# scikit-learn ran measurably slower without the pause).
+COOL_DOWN_S = 0.3
+
 
 def _load(name):
     from sklearn import datasets
@@ -76,6 +82,7 @@ def _fit_and_score(make, X_tr, X_te, y_tr, y_te, task, standardize_y):
     target = (y_tr - mean) / std if standardize_y else y_tr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
+        time.sleep(COOL_DOWN_S)
         t0 = time.perf_counter()
         est.fit(X_tr, target)
         seconds = time.perf_counter() - t0

@@ -4,8 +4,8 @@
 #
 # The micro-kernel wants, for each r, MR scalars of a and NR contiguous values of b:
 #     a(m, r) = A[m * a_sm + r * a_sr]      b(r, n) = B[r * b_sr + n * b_sn]
-# Rows of A (a_sr == 1) and narrow rows of B (b_sn == 1, rows under 2 KiB apart) are read
-# in place. Everything else is packed (GotoBLAS style) into contiguous panels: A into
+# Rows of A (a_sr == 1) and narrow rows of B (b_sn == 1, rows under 2 KiB apart, when fewer
+# than 8 row panels sweep them) are read in place. Everything else is packed (GotoBLAS style) into contiguous panels: A into
 # panels of MR rows up front, B into one panel of NR columns per thread at a time, which
 # that thread then sweeps over every row panel of A while the panel sits in L2. Packing
 # costs M*R or N*R copies against 2*M*N*R flops; reading wide B rows in place was measured
@@ -23,7 +23,7 @@ from cython cimport floating
 from cython.parallel cimport prange, threadid
 from libc.string cimport memcpy, memset
 
-from _activations cimport (ACT_IDENTITY, ACT_RELU, ACT_SOFTMAX, activate_row,
+from _activations cimport (ACT_IDENTITY, ACT_RELU, ACT_LEAKY_RELU, ACT_SOFTMAX, activate_row,
                           activation_derivative)
 
 cdef extern from "gemm.h" nogil:
@@ -31,17 +31,31 @@ cdef extern from "gemm.h" nogil:
                                    const float*, Py_ssize_t, float*)
     ctypedef void (*fastbp_mk_f64)(Py_ssize_t, const double*, Py_ssize_t, Py_ssize_t,
                                    const double*, Py_ssize_t, double*)
+    ctypedef void (*fastbp_mk_epi_f32)(Py_ssize_t, const float*, Py_ssize_t, Py_ssize_t,
+                                       const float*, Py_ssize_t, int, int, float*, Py_ssize_t,
+                                       float*, const float*)
+    ctypedef void (*fastbp_mk_epi_f64)(Py_ssize_t, const double*, Py_ssize_t, Py_ssize_t,
+                                       const double*, Py_ssize_t, int, int, double*,
+                                       Py_ssize_t, double*, const double*)
     ctypedef struct fastbp_target:
         int code
         int mr_f32, nr_f32, mr_f64, nr_f64
         fastbp_mk_f32 mk_f32, mk_narrow_f32
         fastbp_mk_f64 mk_f64, mk_narrow_f64
+        fastbp_mk_epi_f32 mk_epi_f32, mk_narrow_epi_f32
+        fastbp_mk_epi_f64 mk_epi_f64, mk_narrow_epi_f64
     const fastbp_target* fastbp_active_target
     int fastbp_set_target(int code)
     int fastbp_target_supported(int code)
     enum:
         FASTBP_MAX_MR
         FASTBP_MAX_NR
+        FASTBP_EPI_STORE
+        FASTBP_EPI_FORWARD
+        FASTBP_EPI_DERIV
+        FASTBP_ACT_IDENTITY
+        FASTBP_ACT_RELU
+        FASTBP_ACT_LEAKY_RELU
 
 cdef enum:
     EPI_STORE = 0       # C = acc
@@ -56,7 +70,7 @@ cdef enum:
 # (2 cores, AVX-512): a 32x784x128 product (3.2M) ran slower on two threads than on one,
 # while 128x784x512 (51M) ran 2.0x faster, so products below ~4M stay on one thread.
 cdef enum:
-    GEMM_MACS_PER_THREAD = 1 << 21
+    GEMM_MACS_PER_THREAD = 1 << 17
 
 
 cdef inline int gemm_threads(Py_ssize_t macs, int n_threads) noexcept nogil:
@@ -135,15 +149,52 @@ cdef inline void tile_epilogue(floating* tile, Py_ssize_t nr_full,
                 activate_row(C2 + (m0 + i) * ldc + n0, c, nr, act)
 
 
+cdef inline int register_epilogue(int kind, int act) noexcept nogil:
+    # The FASTBP_EPI_* code of the micro-kernel that applies this epilogue from registers
+    # to a full tile (gemm_microkernel.h), or -1 when only tile_epilogue does it.
+    if kind == EPI_STORE:
+        return FASTBP_EPI_STORE
+    if act != ACT_IDENTITY and act != ACT_RELU and act != ACT_LEAKY_RELU:
+        return -1
+    if kind == EPI_FORWARD:
+        return FASTBP_EPI_FORWARD
+    if kind == EPI_DERIV:
+        return FASTBP_EPI_DERIV
+    return -1
+
+
+cdef inline int register_act(int act) noexcept nogil:
+    if act == ACT_RELU:
+        return FASTBP_ACT_RELU
+    if act == ACT_LEAKY_RELU:
+        return FASTBP_ACT_LEAKY_RELU
+    return FASTBP_ACT_IDENTITY
+
+
 cdef inline void run_tile(const fastbp_target* tgt, bint narrow, Py_ssize_t NR, Py_ssize_t R,
                           const floating* a, Py_ssize_t a_si, Py_ssize_t a_sk,
                           const floating* b, Py_ssize_t b_sk,
                           Py_ssize_t m0, Py_ssize_t mr, Py_ssize_t n0, Py_ssize_t nr,
                           floating* C, Py_ssize_t ldc, floating* C2,
                           const floating* bias, const floating* Z, const floating* A,
-                          int kind, int act, floating lr) noexcept nogil:
+                          int kind, int act, floating lr, bint full_rows) noexcept nogil:
     # A function of its own so that each thread's tile lives on that thread's stack.
     cdef floating tile[FASTBP_MAX_MR * FASTBP_MAX_NR]
+    cdef int epi = register_epilogue(kind, act)
+    cdef Py_ssize_t at = m0 * ldc + n0
+    cdef const floating* v
+    if full_rows and nr == NR and epi >= 0 and tgt.mk_epi_f32 != NULL:
+        # a full tile whose epilogue the micro-kernel applies from registers
+        v = bias + n0 if kind == EPI_FORWARD else (Z + at if kind == EPI_DERIV else NULL)
+        if floating is float:
+            (tgt.mk_narrow_epi_f32 if narrow else tgt.mk_epi_f32)(
+                R, a, a_si, a_sk, b, b_sk, epi, register_act(act), C + at, ldc,
+                C2 + at if C2 != NULL else NULL, v)
+        else:
+            (tgt.mk_narrow_epi_f64 if narrow else tgt.mk_epi_f64)(
+                R, a, a_si, a_sk, b, b_sk, epi, register_act(act), C + at, ldc,
+                C2 + at if C2 != NULL else NULL, v)
+        return
     if floating is float:
         (tgt.mk_narrow_f32 if narrow else tgt.mk_f32)(R, a, a_si, a_sk, b, b_sk, tile)
     else:
@@ -156,11 +207,13 @@ cdef inline void pack_block(floating* dst, Py_ssize_t width, const floating* src
                             Py_ssize_t x_valid) noexcept nogil:
     # dst[r * width + x] = src[r * s_r + x * s_x] for x < x_valid, zero for x < width
     cdef Py_ssize_t r, x
-    if s_x == 1:  # contiguous runs: copy and pad a row at a time
+    if s_x == 1:  # contiguous runs: copy and pad a row at a time (a loop, not memcpy: a
+        # row is one or two vectors, and a call per row cost more than the copy)
         for r in range(R):
-            memcpy(dst + r * width, src + r * s_r, x_valid * sizeof(floating))
-            if x_valid < width:
-                memset(dst + r * width + x_valid, 0, (width - x_valid) * sizeof(floating))
+            for x in range(x_valid):
+                dst[r * width + x] = src[r * s_r + x]
+            for x in range(x_valid, width):
+                dst[r * width + x] = 0
         return
     if s_r == 1:  # a transpose: read each source row contiguously, write down a column
         for x in range(x_valid):
@@ -203,10 +256,10 @@ cdef inline void gemm_panel(const fastbp_target* tgt, bint narrow, Py_ssize_t nb
         mr = min(MR, M - m0)
         if a_inplace and mr == MR:
             run_tile(tgt, narrow, NR, R, A + m0 * a_sm, a_sm, 1, b_ptr, b_sk, m0, mr, n0, nr,
-                     C, ldc, C2, bias, Z, Az, kind, act, lr)
+                     C, ldc, C2, bias, Z, Az, kind, act, lr, True)
         else:
             run_tile(tgt, narrow, NR, R, a_pack + mb * MR * R, 1, MR, b_ptr, b_sk, m0, mr, n0, nr,
-                     C, ldc, C2, bias, Z, Az, kind, act, lr)
+                     C, ldc, C2, bias, Z, Az, kind, act, lr, mr == MR)
 
 
 cdef inline void gemm(floating* C, Py_ssize_t ldc,
@@ -239,7 +292,12 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
     b_packs = scratch + n_mb * MR * R
     nt = gemm_threads(M * N * R, n_threads)
     a_inplace = a_sr == 1
-    b_inplace = b_sn == 1 and b_sr * <Py_ssize_t>sizeof(floating) < 2048
+    # B rows are read in place only when narrow and swept by few row panels: with many
+    # (a 200-row batch is 34 panels of 6) the packed copy is reused enough to pay for
+    # itself, and in place the panel's rows, 512 B or 1 KiB apart, fall into a few L1 sets
+    # and are evicted between sweeps (measured on a Zen 3: 200x64x128 in float64 ran 1.4x
+    # faster packed).
+    b_inplace = b_sn == 1 and b_sr * <Py_ssize_t>sizeof(floating) < 2048 and n_mb < 8
 
     if a_inplace:  # only the last, partial row panel
         if M % MR:

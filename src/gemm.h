@@ -38,11 +38,27 @@ enum { FASTBP_MAX_MR = 8, FASTBP_MAX_NR = 32 };
 /* Each target has a full-width tile and a narrow one (one vector per row, NR / 2) for
  * products with at most NR / 2 columns, such as a 10-class output layer: they would
  * otherwise spend most of a full tile's arithmetic on zero padding. */
+/* The epilogues a micro-kernel can apply from registers (the values of _gemm.pxd's EPI_*
+ * and _activations.pxd's ACT_* that they stand for). */
+enum { FASTBP_EPI_STORE = 0, FASTBP_EPI_FORWARD = 1, FASTBP_EPI_DERIV = 4 };
+enum { FASTBP_ACT_IDENTITY = 0, FASTBP_ACT_RELU = 1, FASTBP_ACT_LEAKY_RELU = 2 };
+
+/* epilogue micro-kernel: (kc, A, a_si, a_sk, B, b_sk, kind, act, C, ldc, C2, V) */
+typedef void (*fastbp_mk_epi_f32)(ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t,
+                                  const float *, ptrdiff_t, int, int, float *, ptrdiff_t,
+                                  float *, const float *);
+typedef void (*fastbp_mk_epi_f64)(ptrdiff_t, const double *, ptrdiff_t, ptrdiff_t,
+                                  const double *, ptrdiff_t, int, int, double *, ptrdiff_t,
+                                  double *, const double *);
+
 typedef struct {
     int code;
     int mr_f32, nr_f32, mr_f64, nr_f64;
     fastbp_mk_f32 mk_f32, mk_narrow_f32;
     fastbp_mk_f64 mk_f64, mk_narrow_f64;
+    /* NULL where the build has no vector extensions (the Cython epilogue runs instead) */
+    fastbp_mk_epi_f32 mk_epi_f32, mk_narrow_epi_f32;
+    fastbp_mk_epi_f64 mk_epi_f64, mk_narrow_epi_f64;
 } fastbp_target;
 
 #if defined(__GNUC__) || defined(__clang__)
@@ -61,46 +77,64 @@ typedef struct {
 #if FASTBP_VECTOR_EXTENSIONS
 typedef float fastbp_f32x4 __attribute__((vector_size(16)));
 typedef double fastbp_f64x2 __attribute__((vector_size(16)));
+typedef int fastbp_i32x4 __attribute__((vector_size(16)));
+typedef long long fastbp_i64x2 __attribute__((vector_size(16)));
 #define MK_TARGET
 #define MK_MR 6
 #define MK_NV 2
 #define MK_NAME fastbp_mk_baseline_f32
+#define MK_EPI_NAME fastbp_mk_baseline_f32_epi
 #define MK_T float
 #define MK_VEC fastbp_f32x4
+#define MK_IVEC fastbp_i32x4
 #define MK_VW 4
 #include "gemm_microkernel.h"
 #undef MK_NAME
+#undef MK_EPI_NAME
 #undef MK_T
 #undef MK_VEC
+#undef MK_IVEC
 #undef MK_VW
 #define MK_NAME fastbp_mk_baseline_f64
+#define MK_EPI_NAME fastbp_mk_baseline_f64_epi
 #define MK_T double
 #define MK_VEC fastbp_f64x2
+#define MK_IVEC fastbp_i64x2
 #define MK_VW 2
 #include "gemm_microkernel.h"
 #undef MK_NAME
+#undef MK_EPI_NAME
 #undef MK_T
 #undef MK_VEC
+#undef MK_IVEC
 #undef MK_VW
 #undef MK_NV
 #define MK_NV 1
 #define MK_NAME fastbp_mk_baseline_narrow_f32
+#define MK_EPI_NAME fastbp_mk_baseline_narrow_f32_epi
 #define MK_T float
 #define MK_VEC fastbp_f32x4
+#define MK_IVEC fastbp_i32x4
 #define MK_VW 4
 #include "gemm_microkernel.h"
 #undef MK_NAME
+#undef MK_EPI_NAME
 #undef MK_T
 #undef MK_VEC
+#undef MK_IVEC
 #undef MK_VW
 #define MK_NAME fastbp_mk_baseline_narrow_f64
+#define MK_EPI_NAME fastbp_mk_baseline_narrow_f64_epi
 #define MK_T double
 #define MK_VEC fastbp_f64x2
+#define MK_IVEC fastbp_i64x2
 #define MK_VW 2
 #include "gemm_microkernel.h"
 #undef MK_NAME
+#undef MK_EPI_NAME
 #undef MK_T
 #undef MK_VEC
+#undef MK_IVEC
 #undef MK_VW
 #undef MK_NV
 #undef MK_MR
@@ -158,7 +192,14 @@ static const fastbp_target fastbp_target_baseline = {
     4, FASTBP_BASELINE_NR_F32, 4, FASTBP_BASELINE_NR_F64,
 #endif
     fastbp_mk_baseline_f32, fastbp_mk_baseline_narrow_f32,
-    fastbp_mk_baseline_f64, fastbp_mk_baseline_narrow_f64};
+    fastbp_mk_baseline_f64, fastbp_mk_baseline_narrow_f64,
+#if FASTBP_VECTOR_EXTENSIONS
+    fastbp_mk_baseline_f32_epi, fastbp_mk_baseline_narrow_f32_epi,
+    fastbp_mk_baseline_f64_epi, fastbp_mk_baseline_narrow_f64_epi
+#else
+    NULL, NULL, NULL, NULL
+#endif
+};
 
 /* ---- x86 targets ---- */
 #if FASTBP_X86_TARGETS
@@ -166,47 +207,67 @@ typedef float fastbp_f32x8 __attribute__((vector_size(32)));
 typedef double fastbp_f64x4 __attribute__((vector_size(32)));
 typedef float fastbp_f32x16 __attribute__((vector_size(64)));
 typedef double fastbp_f64x8 __attribute__((vector_size(64)));
+typedef int fastbp_i32x8 __attribute__((vector_size(32)));
+typedef long long fastbp_i64x4 __attribute__((vector_size(32)));
+typedef int fastbp_i32x16 __attribute__((vector_size(64)));
+typedef long long fastbp_i64x8 __attribute__((vector_size(64)));
 
 #define MK_TARGET __attribute__((target("avx2,fma")))
 #define MK_MR 6
 #define MK_NV 2
 #define MK_NAME fastbp_mk_avx2_f32
+#define MK_EPI_NAME fastbp_mk_avx2_f32_epi
 #define MK_T float
 #define MK_VEC fastbp_f32x8
+#define MK_IVEC fastbp_i32x8
 #define MK_VW 8
 #include "gemm_microkernel.h"
 #undef MK_NAME
+#undef MK_EPI_NAME
 #undef MK_T
 #undef MK_VEC
+#undef MK_IVEC
 #undef MK_VW
 #define MK_NAME fastbp_mk_avx2_f64
+#define MK_EPI_NAME fastbp_mk_avx2_f64_epi
 #define MK_T double
 #define MK_VEC fastbp_f64x4
+#define MK_IVEC fastbp_i64x4
 #define MK_VW 4
 #include "gemm_microkernel.h"
 #undef MK_NAME
+#undef MK_EPI_NAME
 #undef MK_T
 #undef MK_VEC
+#undef MK_IVEC
 #undef MK_VW
 #undef MK_NV
 #define MK_NV 1
 #define MK_NAME fastbp_mk_avx2_narrow_f32
+#define MK_EPI_NAME fastbp_mk_avx2_narrow_f32_epi
 #define MK_T float
 #define MK_VEC fastbp_f32x8
+#define MK_IVEC fastbp_i32x8
 #define MK_VW 8
 #include "gemm_microkernel.h"
 #undef MK_NAME
+#undef MK_EPI_NAME
 #undef MK_T
 #undef MK_VEC
+#undef MK_IVEC
 #undef MK_VW
 #define MK_NAME fastbp_mk_avx2_narrow_f64
+#define MK_EPI_NAME fastbp_mk_avx2_narrow_f64_epi
 #define MK_T double
 #define MK_VEC fastbp_f64x4
+#define MK_IVEC fastbp_i64x4
 #define MK_VW 4
 #include "gemm_microkernel.h"
 #undef MK_NAME
+#undef MK_EPI_NAME
 #undef MK_T
 #undef MK_VEC
+#undef MK_IVEC
 #undef MK_VW
 #undef MK_NV
 #undef MK_MR
@@ -216,42 +277,58 @@ typedef double fastbp_f64x8 __attribute__((vector_size(64)));
 #define MK_MR 8
 #define MK_NV 2
 #define MK_NAME fastbp_mk_avx512_f32
+#define MK_EPI_NAME fastbp_mk_avx512_f32_epi
 #define MK_T float
 #define MK_VEC fastbp_f32x16
+#define MK_IVEC fastbp_i32x16
 #define MK_VW 16
 #include "gemm_microkernel.h"
 #undef MK_NAME
+#undef MK_EPI_NAME
 #undef MK_T
 #undef MK_VEC
+#undef MK_IVEC
 #undef MK_VW
 #define MK_NAME fastbp_mk_avx512_f64
+#define MK_EPI_NAME fastbp_mk_avx512_f64_epi
 #define MK_T double
 #define MK_VEC fastbp_f64x8
+#define MK_IVEC fastbp_i64x8
 #define MK_VW 8
 #include "gemm_microkernel.h"
 #undef MK_NAME
+#undef MK_EPI_NAME
 #undef MK_T
 #undef MK_VEC
+#undef MK_IVEC
 #undef MK_VW
 #undef MK_NV
 #define MK_NV 1
 #define MK_NAME fastbp_mk_avx512_narrow_f32
+#define MK_EPI_NAME fastbp_mk_avx512_narrow_f32_epi
 #define MK_T float
 #define MK_VEC fastbp_f32x16
+#define MK_IVEC fastbp_i32x16
 #define MK_VW 16
 #include "gemm_microkernel.h"
 #undef MK_NAME
+#undef MK_EPI_NAME
 #undef MK_T
 #undef MK_VEC
+#undef MK_IVEC
 #undef MK_VW
 #define MK_NAME fastbp_mk_avx512_narrow_f64
+#define MK_EPI_NAME fastbp_mk_avx512_narrow_f64_epi
 #define MK_T double
 #define MK_VEC fastbp_f64x8
+#define MK_IVEC fastbp_i64x8
 #define MK_VW 8
 #include "gemm_microkernel.h"
 #undef MK_NAME
+#undef MK_EPI_NAME
 #undef MK_T
 #undef MK_VEC
+#undef MK_IVEC
 #undef MK_VW
 #undef MK_NV
 #undef MK_MR
@@ -259,11 +336,15 @@ typedef double fastbp_f64x8 __attribute__((vector_size(64)));
 
 static const fastbp_target fastbp_target_avx2 = {
     FASTBP_TARGET_AVX2, 6, 16, 6, 8,
-    fastbp_mk_avx2_f32, fastbp_mk_avx2_narrow_f32, fastbp_mk_avx2_f64, fastbp_mk_avx2_narrow_f64};
+    fastbp_mk_avx2_f32, fastbp_mk_avx2_narrow_f32, fastbp_mk_avx2_f64, fastbp_mk_avx2_narrow_f64,
+    fastbp_mk_avx2_f32_epi, fastbp_mk_avx2_narrow_f32_epi,
+    fastbp_mk_avx2_f64_epi, fastbp_mk_avx2_narrow_f64_epi};
 static const fastbp_target fastbp_target_avx512 = {
     FASTBP_TARGET_AVX512, 8, 32, 8, 16,
     fastbp_mk_avx512_f32, fastbp_mk_avx512_narrow_f32,
-    fastbp_mk_avx512_f64, fastbp_mk_avx512_narrow_f64};
+    fastbp_mk_avx512_f64, fastbp_mk_avx512_narrow_f64,
+    fastbp_mk_avx512_f32_epi, fastbp_mk_avx512_narrow_f32_epi,
+    fastbp_mk_avx512_f64_epi, fastbp_mk_avx512_narrow_f64_epi};
 #endif
 
 /* Whether this build has `code` and this CPU can run it. */

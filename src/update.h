@@ -1,0 +1,98 @@
+/* Optimizer-step kernels for every SIMD target, chosen at run time like the GEMM
+ * micro-kernels (gemm.h): the same source (update_kernel.h) compiled with a per-function
+ * target attribute, never -march. fastbp_update_f32[code] / fastbp_update_f64[code] is
+ * the kernel of target `code` (FASTBP_TARGET_*); a target this build lacks maps to the
+ * baseline. The width of the lane blocks is the widest vector of any target (64 bytes),
+ * so each target's loop body fills whole registers.
+ */
+#ifndef FASTBP_UPDATE_H
+#define FASTBP_UPDATE_H
+
+#include <math.h>
+#include <stddef.h>
+
+#include "gemm.h"
+
+typedef void (*fastbp_update_f32_fn)(int, int, float *, const float *, float *, float *,
+                                     ptrdiff_t, float, float, float, float, float, float, int,
+                                     double *);
+typedef void (*fastbp_update_f64_fn)(int, int, double *, const double *, double *, double *,
+                                     ptrdiff_t, double, double, double, double, double, double,
+                                     int, double *);
+
+#define UPD_TARGET
+#define UPD_LANES 16
+#define UPD_NAME fastbp_update_baseline_f32
+#define UPD_T float
+#define UPD_SQRT sqrtf
+#include "update_kernel.h"
+#undef UPD_NAME
+#undef UPD_T
+#undef UPD_SQRT
+#undef UPD_LANES
+#define UPD_LANES 8
+#define UPD_NAME fastbp_update_baseline_f64
+#define UPD_T double
+#define UPD_SQRT sqrt
+#include "update_kernel.h"
+#undef UPD_NAME
+#undef UPD_T
+#undef UPD_SQRT
+#undef UPD_LANES
+#undef UPD_TARGET
+
+#if FASTBP_X86_TARGETS
+#define UPD_TARGET __attribute__((target("avx2,fma")))
+#define UPD_LANES 16
+#define UPD_NAME fastbp_update_avx2_f32
+#define UPD_T float
+#define UPD_SQRT sqrtf
+#include "update_kernel.h"
+#undef UPD_NAME
+#undef UPD_T
+#undef UPD_SQRT
+#undef UPD_LANES
+#define UPD_LANES 8
+#define UPD_NAME fastbp_update_avx2_f64
+#define UPD_T double
+#define UPD_SQRT sqrt
+#include "update_kernel.h"
+#undef UPD_NAME
+#undef UPD_T
+#undef UPD_SQRT
+#undef UPD_LANES
+#undef UPD_TARGET
+
+#define UPD_TARGET __attribute__((target("avx512f,avx2,fma")))
+#define UPD_LANES 16
+#define UPD_NAME fastbp_update_avx512_f32
+#define UPD_T float
+#define UPD_SQRT sqrtf
+#include "update_kernel.h"
+#undef UPD_NAME
+#undef UPD_T
+#undef UPD_SQRT
+#undef UPD_LANES
+#define UPD_LANES 8
+#define UPD_NAME fastbp_update_avx512_f64
+#define UPD_T double
+#define UPD_SQRT sqrt
+#include "update_kernel.h"
+#undef UPD_NAME
+#undef UPD_T
+#undef UPD_SQRT
+#undef UPD_LANES
+#undef UPD_TARGET
+
+static const fastbp_update_f32_fn fastbp_update_f32[3] = {
+    fastbp_update_baseline_f32, fastbp_update_avx2_f32, fastbp_update_avx512_f32};
+static const fastbp_update_f64_fn fastbp_update_f64[3] = {
+    fastbp_update_baseline_f64, fastbp_update_avx2_f64, fastbp_update_avx512_f64};
+#else
+static const fastbp_update_f32_fn fastbp_update_f32[3] = {
+    fastbp_update_baseline_f32, fastbp_update_baseline_f32, fastbp_update_baseline_f32};
+static const fastbp_update_f64_fn fastbp_update_f64[3] = {
+    fastbp_update_baseline_f64, fastbp_update_baseline_f64, fastbp_update_baseline_f64};
+#endif
+
+#endif /* FASTBP_UPDATE_H */
