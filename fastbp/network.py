@@ -36,6 +36,7 @@ _OPENMP = build_info()["openmp"]
 
 _ACT_SOFTMAX = 6  # src/_activations.pxd ACT_SOFTMAX
 _FORWARD_CHUNK_ROWS = 8192  # forward() works through large inputs in slices of this many rows
+_WORK_CACHE_BYTES = 8 << 20  # workspaces up to this size are kept between calls
 
 
 def _serialized(method):
@@ -105,6 +106,7 @@ class Network:
         self.history = None
         self.optimizer_ = None
         self._lock = threading.RLock()
+        self._work_cache = None
 
         out_code = _ACT_SOFTMAX if self.output_activation == "softmax" else ACTIVATIONS[self.output_activation]
         self._sizes = np.array(self.layer_sizes, dtype=np.intp)
@@ -124,13 +126,14 @@ class Network:
         """Pickling keeps the configuration, parameters, generator state and training
         record; the lock and the gradient buffer are made anew."""
         state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("_lock", "_grads", "weights", "biases")}
+                 if k not in ("_lock", "_grads", "weights", "biases", "_work_cache")}
         state["_params"] = self._params.copy()
         return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lock = threading.RLock()
+        self._work_cache = None
         self._grads = np.zeros_like(self._params)
         self.weights, self.biases = self._views(self._params)
 
@@ -176,9 +179,20 @@ class Network:
         widest = max(self.layer_sizes)
         bound = (capacity * (2 * sum(self.layer_sizes) + 3 * widest)
                  + (capacity + widest + 8) * widest + 32 * widest * max(capacity, widest) * n_threads)
+        key = (capacity, n_threads, input_slot)
+        cached = self._work_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
         check_buffer_size(bound, self.dtype, "the workspace of this batch size")
         _, size = _network.sizes_of(self._sizes, self._acts, capacity, input_slot, n_threads)
-        return np.empty(size, dtype=self.dtype)
+        work = np.empty(size, dtype=self.dtype)
+        # Kept for the next call with the same sizes (every epoch of a fit, every step of
+        # a loop of train_step): allocating it anew cost page faults each time. Only the
+        # most recent one is kept, and only a small one (a large one is worth its
+        # allocation, and would hold memory after the call); the network's lock keeps two
+        # calls from sharing it.
+        self._work_cache = (key, work) if work.nbytes <= _WORK_CACHE_BYTES else None
+        return work
 
     def _run(self, X, labels, Y, want_grad, lr, weights=None):
         """(loss, bad) of one call of the compiled step; see _network.loss_gradients_step."""

@@ -9,7 +9,7 @@ _initialize, _fit, _fit_stochastic, _update_no_improvement_count and the optimiz
 _stochastic_optimizers.py): the same initial parameters drawn from the same random
 state, the same shuffles and validation split, the same minibatches, update rules,
 learning-rate schedules, stopping rules and early-stopping restore. Only the epoch
-itself runs elsewhere: each one is a single call to fastbp.Network.train_epoch, which
+itself runs elsewhere: each one is a single call to fastbp.Network's compiled epoch, which
 runs the minibatches in compiled, multi-threaded code. In float64 and with the same
 random_state, a fit here follows scikit-learn's fit to rounding.
 
@@ -350,6 +350,9 @@ class _BaseMLP(BaseEstimator):
                     "sample size. It is going to be clipped")
             batch_size = int(np.clip(self.batch_size, 1, n_samples))
 
+        # checked and converted once here (train_epoch would check X in every epoch: a
+        # tenth of an epoch's time on data this small)
+        data = net._prepare(X, targets, sample_weight)
         improved = False
         try:
             self.n_iter_ = 0
@@ -364,10 +367,10 @@ class _BaseMLP(BaseEstimator):
                     sample_idx = sample_idx[perm]
                 order = sample_idx if train_rows is None else train_rows[sample_idx]
                 try:
-                    stats = net.train_epoch(X, targets, optimizer=opt, batch_size=batch_size,
-                                            order=order, shuffle=False,
-                                            sample_weight=sample_weight,
-                                            loss_scale=loss_scale)
+                    # the data were checked once, before the loop; the order is ours
+                    with net._lock:
+                        net._bind_optimizer(opt)
+                        stats = net._epoch(data, order, batch_size, opt, loss_scale)
                 except ValueError as exc:
                     if "diverged" not in str(exc):
                         raise

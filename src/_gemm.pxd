@@ -208,7 +208,34 @@ cdef inline void pack_block(floating* dst, Py_ssize_t width, const floating* src
     # dst[r * width + x] = src[r * s_r + x * s_x] for x < x_valid, zero for x < width
     cdef Py_ssize_t r, x
     if s_x == 1:  # contiguous runs: copy and pad a row at a time (a loop, not memcpy: a
-        # row is one or two vectors, and a call per row cost more than the copy)
+        # row is one or two vectors, and a call per row cost more than the copy). Full
+        # rows of the tile widths (NR, or MR when A^T is packed) get loops of constant
+        # length, which the compiler turns into a few moves per row.
+        if x_valid == width and width == 4:
+            for r in range(R):
+                for x in range(4):
+                    dst[r * 4 + x] = src[r * s_r + x]
+            return
+        if x_valid == width and width == 6:   # A^T's row panels (MR = 6)
+            for r in range(R):
+                for x in range(6):
+                    dst[r * 6 + x] = src[r * s_r + x]
+            return
+        if x_valid == width and width == 8:
+            for r in range(R):
+                for x in range(8):
+                    dst[r * 8 + x] = src[r * s_r + x]
+            return
+        if x_valid == width and width == 16:
+            for r in range(R):
+                for x in range(16):
+                    dst[r * 16 + x] = src[r * s_r + x]
+            return
+        if x_valid == width and width == 32:
+            for r in range(R):
+                for x in range(32):
+                    dst[r * 32 + x] = src[r * s_r + x]
+            return
         for r in range(R):
             for x in range(x_valid):
                 dst[r * width + x] = src[r * s_r + x]
