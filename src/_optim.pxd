@@ -89,7 +89,7 @@ cdef inline double update_block(floating* p, const floating* g, floating* s1, fl
                          s2 + lo if s2 != NULL else NULL, min(UPDATE_CHUNK, n - lo),
                          o, decay, want_sq, partials + 2 * c)
     else:
-        for c in prange(n_chunks, nogil=True, schedule="static", num_threads=nt):
+        for c in prange(n_chunks, nogil=True, schedule="dynamic", num_threads=nt):
             update_chunk(p + c * UPDATE_CHUNK, g + c * UPDATE_CHUNK,
                          s1 + c * UPDATE_CHUNK if s1 != NULL else NULL,
                          s2 + c * UPDATE_CHUNK if s2 != NULL else NULL,
