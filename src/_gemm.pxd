@@ -38,10 +38,10 @@ cdef extern from "gemm.h" nogil:
                                    const double*, Py_ssize_t, double*)
     ctypedef void (*fastbp_mk_epi_f32)(Py_ssize_t, const float*, Py_ssize_t, Py_ssize_t,
                                        const float*, Py_ssize_t, int, int, float*, Py_ssize_t,
-                                       float*, const float*)
+                                       float*, const float*, float)
     ctypedef void (*fastbp_mk_epi_f64)(Py_ssize_t, const double*, Py_ssize_t, Py_ssize_t,
                                        const double*, Py_ssize_t, int, int, double*,
-                                       Py_ssize_t, double*, const double*)
+                                       Py_ssize_t, double*, const double*, double)
     ctypedef struct fastbp_target:
         int code
         int mr_f32, nr_f32, mr_f64, nr_f64
@@ -57,7 +57,9 @@ cdef extern from "gemm.h" nogil:
         FASTBP_MAX_NR
         FASTBP_EPI_STORE
         FASTBP_EPI_FORWARD
+        FASTBP_EPI_SGD
         FASTBP_EPI_DERIV
+        FASTBP_REGISTER_SGD
         FASTBP_ACT_IDENTITY
         FASTBP_ACT_RELU
         FASTBP_ACT_LEAKY_RELU
@@ -159,6 +161,8 @@ cdef inline int register_epilogue(int kind, int act) noexcept nogil:
     # to a full tile (gemm_microkernel.h), or -1 when only tile_epilogue does it.
     if kind == EPI_STORE:
         return FASTBP_EPI_STORE
+    if kind == EPI_SGD:
+        return FASTBP_EPI_SGD if FASTBP_REGISTER_SGD else -1
     if act != ACT_IDENTITY and act != ACT_RELU and act != ACT_LEAKY_RELU:
         return -1
     if kind == EPI_FORWARD:
@@ -188,17 +192,18 @@ cdef inline void run_tile(const fastbp_target* tgt, bint narrow, Py_ssize_t NR, 
     cdef int epi = register_epilogue(kind, act)
     cdef Py_ssize_t at = m0 * ldc + n0
     cdef const floating* v
+    cdef floating* c2
     if full_rows and nr == NR and epi >= 0 and tgt.mk_epi_f32 != NULL:
         # a full tile whose epilogue the micro-kernel applies from registers
         v = bias + n0 if kind == EPI_FORWARD else (Z + at if kind == EPI_DERIV else NULL)
+        # C2 is the output activation (forward) or, for the SGD step, a one-element flag
+        c2 = C2 if kind == EPI_SGD or C2 == NULL else C2 + at
         if floating is float:
             (tgt.mk_narrow_epi_f32 if narrow else tgt.mk_epi_f32)(
-                R, a, a_si, a_sk, b, b_sk, epi, register_act(act), C + at, ldc,
-                C2 + at if C2 != NULL else NULL, v)
+                R, a, a_si, a_sk, b, b_sk, epi, register_act(act), C + at, ldc, c2, v, lr)
         else:
             (tgt.mk_narrow_epi_f64 if narrow else tgt.mk_epi_f64)(
-                R, a, a_si, a_sk, b, b_sk, epi, register_act(act), C + at, ldc,
-                C2 + at if C2 != NULL else NULL, v)
+                R, a, a_si, a_sk, b, b_sk, epi, register_act(act), C + at, ldc, c2, v, lr)
         return
     if floating is float:
         (tgt.mk_narrow_f32 if narrow else tgt.mk_f32)(R, a, a_si, a_sk, b, b_sk, tile)

@@ -155,3 +155,42 @@ def test_default_is_the_best_available(tmp_path):
     r = _run("import fastbp; from fastbp import _dispatch; print(_dispatch.current_target())",
              tmp_path, FASTBP_ISA="")
     assert r.stdout.strip() == TARGETS[-1]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("sizes", [[7, 33, 5], [65, 129, 40, 10], [33, 16, 8]])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_sgd_step_equals_gradient_then_update(target, dtype, sizes, n_threads):
+    # Plain SGD is fused into the weight-gradient product (W -= lr * tile straight from
+    # the registers for full tiles, from the tile buffer for the edges). It must be the
+    # unfused step bit for bit: the same sums, then fl(W - fl(lr * dW)) as NumPy does it.
+    rng = np.random.default_rng(len(sizes))
+    B = 67  # full row panels and a partial one for every target's MR
+    X = rng.standard_normal((B, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], B)
+    lr = 0.37
+    net = fastbp.Network(sizes, activation="relu", dtype=dtype, seed=3, n_threads=n_threads)
+    dW, db = net.gradients(X, y)
+    want_W = [W - dtype(lr) * g for W, g in zip(net.weights, dW)]
+    want_b = [b - dtype(lr) * g for b, g in zip(net.biases, db)]
+    net.train_step(X, y, lr=lr)
+    for l in range(len(sizes) - 1):
+        assert np.array_equal(net.weights[l], want_W[l]), f"layer {l} weights differ"
+        assert np.array_equal(net.biases[l], want_b[l]), f"layer {l} biases differ"
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_sgd_step_reports_an_overflow(target, dtype):
+    # A step that overflows a weight (in a full tile) is caught: train_step raises, and the
+    # network keeps its parameters.
+    sizes = [64, 64, 4]
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((48, 64)).astype(dtype)
+    y = rng.integers(0, 4, 48)
+    net = fastbp.Network(sizes, activation="identity", dtype=dtype, seed=0)
+    before = [W.copy() for W in net.weights]
+    huge = float(np.finfo(dtype).max) / 4
+    with pytest.raises(ValueError, match="finite"):
+        net.train_step(X * dtype(1e3), y, lr=huge)
+    for W, W0 in zip(net.weights, before):
+        assert np.array_equal(W, W0)
