@@ -73,11 +73,16 @@ cdef enum:
     EPI_DERIV = 4       # C = acc * f'_act(Z, A): C, Z, A are M x N, leading dimension ldc
 
 # Each thread gets at least this many multiply-adds, so a product of M*N*R multiply-adds
-# runs on at most M*N*R / GEMM_MACS_PER_THREAD threads. Measured on the development machine
-# (2 cores, AVX-512): a 32x784x128 product (3.2M) ran slower on two threads than on one,
-# while 128x784x512 (51M) ran 2.0x faster, so products below ~4M stay on one thread.
+# runs on at most M*N*R / GEMM_MACS_PER_THREAD threads: about 10-30 us of work per thread,
+# against a parallel region's few microseconds when the machine is idle. The cost that
+# sets it is the busy one: OpenMP threads spin while they wait at a barrier, and when
+# another process holds a core the spinning thread burns the time slice of the one with
+# the work. Measured on a 2-vCPU guest with a test suite running beside it: 64-128-64-10
+# at batch 200 (products of 1.6M multiply-adds) took 24x longer on two threads with
+# 128Ki per thread than on one; with 1Mi per thread those products stay on one thread,
+# and 128x784x512 (51M) still runs on two.
 cdef enum:
-    GEMM_MACS_PER_THREAD = 1 << 17
+    GEMM_MACS_PER_THREAD = 1 << 20
 
 
 cdef inline int gemm_threads(Py_ssize_t macs, int n_threads) noexcept nogil:
