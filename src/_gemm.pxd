@@ -83,6 +83,7 @@ cdef enum:
 # and 128x784x512 (51M) still runs on two.
 cdef enum:
     GEMM_MACS_PER_THREAD = 1 << 20
+    GEMM_BLOCK_BYTES = 1 << 18      # rows of A swept by all column panels in turn (L2)
 
 
 cdef inline int gemm_threads(Py_ssize_t macs, int n_threads) noexcept nogil:
@@ -274,7 +275,7 @@ cdef inline void pack_block(floating* dst, Py_ssize_t width, const floating* src
 
 cdef inline void gemm_panel(const fastbp_target* tgt, bint narrow, Py_ssize_t nb,
                             Py_ssize_t MR, Py_ssize_t NR,
-                            Py_ssize_t n_mb, bint a_inplace, bint b_inplace,
+                            Py_ssize_t mb_lo, Py_ssize_t mb_hi, bint a_inplace, bint b_inplace,
                             floating* a_pack, floating* b_pack,
                             const floating* A, Py_ssize_t a_sm, Py_ssize_t a_sr,
                             const floating* B, Py_ssize_t b_sr, Py_ssize_t b_sn,
@@ -282,8 +283,8 @@ cdef inline void gemm_panel(const fastbp_target* tgt, bint narrow, Py_ssize_t nb
                             floating* C, Py_ssize_t ldc, floating* C2, const floating* bias,
                             const floating* Z, const floating* Az, int kind, int act,
                             floating lr) noexcept nogil:
-    # Column panel nb of C: pack it from B into b_pack (this thread's) unless it can be
-    # read in place, then sweep every row panel of A with it.
+    # Column panel nb of C over row panels mb_lo..mb_hi-1: pack it from B into b_pack
+    # (this thread's) unless it can be read in place, then sweep those row panels with it.
     cdef Py_ssize_t n0 = nb * NR, nr = min(NR, N - nb * NR), mb, m0, mr, b_sk
     cdef const floating* b_ptr
     if b_inplace and nr == NR:
@@ -293,7 +294,7 @@ cdef inline void gemm_panel(const fastbp_target* tgt, bint narrow, Py_ssize_t nb
         pack_block(b_pack, NR, B + n0 * b_sn, b_sr, b_sn, R, nr)
         b_ptr = b_pack
         b_sk = NR
-    for mb in range(n_mb):
+    for mb in range(mb_lo, mb_hi):
         m0 = mb * MR
         mr = min(MR, M - m0)
         if a_inplace and mr == MR:
@@ -315,7 +316,7 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
     # b (R x N) as described at the top of this file; see EPI_* for what is written.
     # n_threads must not exceed the count scratch was sized for.
     cdef const fastbp_target* tgt = fastbp_active_target
-    cdef Py_ssize_t MR, NR, n_mb, n_nb, mb, nb
+    cdef Py_ssize_t MR, NR, n_mb, n_nb, mb, nb, mb_block, mb_lo, mb_hi
     cdef floating* a_pack = scratch
     cdef floating* b_packs
     cdef bint a_inplace, b_inplace, narrow
@@ -355,16 +356,23 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
             pack_block(a_pack + mb * MR * R, MR, A + mb * MR * a_sm, a_sr, a_sm, R,
                        min(MR, M - mb * MR))
 
-    # One thread runs the loop itself: even a one-thread OpenMP region costs about a
-    # microsecond, a noticeable share of a small layer's product.
-    if nt == 1:
-        for nb in range(n_nb):
-            gemm_panel(tgt, narrow, nb, MR, NR, n_mb, a_inplace, b_inplace, a_pack, b_packs,
-                       A, a_sm, a_sr, B, b_sr, b_sn, M, N, R, C, ldc, C2, bias, Z, Az,
-                       kind, act, lr)
-    else:
-        for nb in prange(n_nb, nogil=True, schedule="dynamic", num_threads=nt):
-            gemm_panel(tgt, narrow, nb, MR, NR, n_mb, a_inplace, b_inplace, a_pack,
-                       b_packs + threadid() * NR * R,
-                       A, a_sm, a_sr, B, b_sr, b_sn, M, N, R, C, ldc, C2, bias, Z, Az,
-                       kind, act, lr)
+    # Row blocks: the column panels sweep GEMM_BLOCK_BYTES of A's rows at a time, so that
+    # those rows stay in L2 while every panel passes over them; sweeping all of a tall A
+    # for each panel read it from memory once per panel (a 20000x64 by 64x128 float64
+    # product ran at 5 GFLOPS). Training batches are one block.
+    mb_block = max(GEMM_BLOCK_BYTES // (MR * R * <Py_ssize_t>sizeof(floating)), 8)
+    for mb_lo in range(0, n_mb, mb_block):
+        mb_hi = min(mb_lo + mb_block, n_mb)
+        # One thread runs the loop itself: even a one-thread OpenMP region costs about a
+        # microsecond, a noticeable share of a small layer's product.
+        if nt == 1:
+            for nb in range(n_nb):
+                gemm_panel(tgt, narrow, nb, MR, NR, mb_lo, mb_hi, a_inplace, b_inplace,
+                           a_pack, b_packs, A, a_sm, a_sr, B, b_sr, b_sn, M, N, R, C, ldc,
+                           C2, bias, Z, Az, kind, act, lr)
+        else:
+            for nb in prange(n_nb, nogil=True, schedule="dynamic", num_threads=nt):
+                gemm_panel(tgt, narrow, nb, MR, NR, mb_lo, mb_hi, a_inplace, b_inplace,
+                           a_pack, b_packs + threadid() * NR * R,
+                           A, a_sm, a_sr, B, b_sr, b_sn, M, N, R, C, ldc, C2, bias, Z, Az,
+                           kind, act, lr)
