@@ -196,3 +196,61 @@ def test_fused_sgd_step_reports_an_overflow(target, dtype):
         net.train_step(X * dtype(1e3), y, lr=huge)
     for W, W0 in zip(net.weights, before):
         assert np.array_equal(W, W0)
+
+
+# The optimizer steps are C loops compiled per target (src/update_kernel.h); each target's
+# is held against the reference's NumPy optimizers. 300 x 230 = 69000 weights: 17 chunks
+# (the last one partial) that two threads share, and blocks of lanes with a tail.
+OPT_SIZES = [300, 230, 3]
+
+
+@pytest.mark.parametrize("kind", ["sgd_l2", "momentum", "nesterov", "adam"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_optimizer_steps_match_reference(target, dtype, kind):
+    from fastbp import optim
+
+    def flat(net):
+        return np.concatenate([np.concatenate([W.ravel(), b.ravel()])
+                               for W, b in zip(net.weights, net.biases)])
+
+    def bound(dtype, n_layers, K, steps):  # as in test_training: rounding of each step
+        return 4 * n_layers * K * np.finfo(dtype).eps * steps
+
+    def make():
+        if kind == "sgd_l2":
+            return optim.SGD(lr=0.05, l2=0.01)
+        if kind == "adam":
+            return optim.Adam(lr=0.01, l2=1e-3, l2_per_sample=True)
+        return optim.SGD(lr=0.05, momentum=0.9, nesterov=kind == "nesterov", l2=1e-3)
+
+    rng = np.random.default_rng(5)
+    n, batch, epochs = 50, 16, 2
+    X = rng.standard_normal((n, OPT_SIZES[0])).astype(dtype)
+    y = rng.integers(0, OPT_SIZES[-1], n)
+    ref = reference.Network(OPT_SIZES, activation="tanh", dtype=dtype, seed=2)
+    opt_r = make()
+    fast = {}
+    for n_threads in (1, 2):
+        fast[n_threads] = (fastbp.Network(OPT_SIZES, activation="tanh", dtype=dtype, seed=2,
+                                          n_threads=n_threads), make())
+    for epoch in range(epochs):
+        order = np.random.default_rng(epoch).permutation(n)
+        sr = ref.train_epoch(X, y, optimizer=opt_r, batch_size=batch, order=order)
+        for net, opt in fast.values():
+            sf = net.train_epoch(X, y, optimizer=opt, batch_size=batch, order=order)
+            tol = bound(dtype, 2, OPT_SIZES[0], (epoch + 1) * 4)
+            assert abs(sf.loss - sr.loss) <= tol * max(1.0, abs(sr.loss))
+            assert abs(sf.penalty - sr.penalty) <= tol * max(1.0, abs(sr.penalty))
+    steps = epochs * 4
+    tol = bound(dtype, 2, OPT_SIZES[0], steps)
+    (net1, opt1), (net2, opt2) = fast[1], fast[2]
+    assert np.array_equal(flat(net1), flat(net2)), "thread counts differ"
+    for a, b in zip(opt1.state, opt2.state):
+        assert np.array_equal(a, b), "optimizer state differs between thread counts"
+    p_fast, p_ref = flat(net1).astype(np.float64), flat(ref).astype(np.float64)
+    assert np.max(np.abs(p_fast - p_ref)) <= tol * max(1.0, np.max(np.abs(p_ref))), \
+        f"{kind}/{target}: parameters"
+    assert opt1.t == opt_r.t == steps
+    for a, b in zip(opt1.state, opt_r.state):   # relative to each buffer's own size
+        a, b = a.astype(np.float64), b.astype(np.float64)
+        assert np.max(np.abs(a - b)) <= tol * np.max(np.abs(b)), f"{kind}/{target}: state"
