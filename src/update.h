@@ -2,8 +2,7 @@
  * micro-kernels (gemm.h): the same source (update_kernel.h) compiled with a per-function
  * target attribute, never -march. fastbp_update_f32[code] / fastbp_update_f64[code] is
  * the kernel of target `code` (FASTBP_TARGET_*); a target this build lacks maps to the
- * baseline. The width of the lane blocks is the widest vector of any target (64 bytes),
- * so each target's loop body fills whole registers.
+ * baseline. update_pair.h instantiates both dtypes of one target.
  */
 #ifndef FASTBP_UPDATE_H
 #define FASTBP_UPDATE_H
@@ -21,68 +20,20 @@ typedef void (*fastbp_update_f64_fn)(int, int, double *, const double *, double 
                                      int, double *);
 
 #define UPD_TARGET
-#define UPD_LANES 16
-#define UPD_NAME fastbp_update_baseline_f32
-#define UPD_T float
-#define UPD_SQRT sqrtf
-#include "update_kernel.h"
-#undef UPD_NAME
-#undef UPD_T
-#undef UPD_SQRT
-#undef UPD_LANES
-#define UPD_LANES 8
-#define UPD_NAME fastbp_update_baseline_f64
-#define UPD_T double
-#define UPD_SQRT sqrt
-#include "update_kernel.h"
-#undef UPD_NAME
-#undef UPD_T
-#undef UPD_SQRT
-#undef UPD_LANES
-#undef UPD_TARGET
+#define UPD_NAME_F32 fastbp_update_baseline_f32
+#define UPD_NAME_F64 fastbp_update_baseline_f64
+#include "update_pair.h"
 
 #if FASTBP_X86_TARGETS
 #define UPD_TARGET __attribute__((target("avx2,fma")))
-#define UPD_LANES 16
-#define UPD_NAME fastbp_update_avx2_f32
-#define UPD_T float
-#define UPD_SQRT sqrtf
-#include "update_kernel.h"
-#undef UPD_NAME
-#undef UPD_T
-#undef UPD_SQRT
-#undef UPD_LANES
-#define UPD_LANES 8
-#define UPD_NAME fastbp_update_avx2_f64
-#define UPD_T double
-#define UPD_SQRT sqrt
-#include "update_kernel.h"
-#undef UPD_NAME
-#undef UPD_T
-#undef UPD_SQRT
-#undef UPD_LANES
-#undef UPD_TARGET
+#define UPD_NAME_F32 fastbp_update_avx2_f32
+#define UPD_NAME_F64 fastbp_update_avx2_f64
+#include "update_pair.h"
 
 #define UPD_TARGET __attribute__((target("avx512f,avx2,fma")))
-#define UPD_LANES 16
-#define UPD_NAME fastbp_update_avx512_f32
-#define UPD_T float
-#define UPD_SQRT sqrtf
-#include "update_kernel.h"
-#undef UPD_NAME
-#undef UPD_T
-#undef UPD_SQRT
-#undef UPD_LANES
-#define UPD_LANES 8
-#define UPD_NAME fastbp_update_avx512_f64
-#define UPD_T double
-#define UPD_SQRT sqrt
-#include "update_kernel.h"
-#undef UPD_NAME
-#undef UPD_T
-#undef UPD_SQRT
-#undef UPD_LANES
-#undef UPD_TARGET
+#define UPD_NAME_F32 fastbp_update_avx512_f32
+#define UPD_NAME_F64 fastbp_update_avx512_f64
+#include "update_pair.h"
 
 static const fastbp_update_f32_fn fastbp_update_f32[3] = {
     fastbp_update_baseline_f32, fastbp_update_avx2_f32, fastbp_update_avx512_f32};
