@@ -94,11 +94,19 @@ def load_network(path, cls):
             if data["activation"].dtype.kind != "U":
                 raise ValueError("field 'activation' is not an array of strings")
             activation = [str(a) for a in data["activation"]]
+            weights = [data[f"weights_{l}"] for l in range(len(layer_sizes) - 1)]
+            biases = [data[f"biases_{l}"] for l in range(len(layer_sizes) - 1)]
+            # the stored arrays must have the shapes layer_sizes claims before a network of
+            # that size is allocated: a damaged size field is found here, not as a
+            # MemoryError or as gigabytes allocated and initialized for nothing
+            for l, (W, b) in enumerate(zip(weights, biases)):
+                n_in, n_out = layer_sizes[l], layer_sizes[l + 1]
+                if W.shape != (n_in, n_out) or b.shape != (n_out,):
+                    raise ValueError(f"layer {l} parameters have shapes {W.shape}, {b.shape}; "
+                                     f"layer_sizes says ({n_in}, {n_out}), ({n_out},)")
             net = cls(layer_sizes, activation=activation, loss=_str(data, "loss"),
                       output_activation=_str(data, "output_activation") if _str(data, "loss") == "mse" else None,
                       dtype=np.dtype(_str(data, "dtype")), seed=0)
-            weights = [data[f"weights_{l}"] for l in range(len(layer_sizes) - 1)]
-            biases = [data[f"biases_{l}"] for l in range(len(layer_sizes) - 1)]
             for l, (W, b) in enumerate(zip(weights, biases)):
                 if W.shape != net.weights[l].shape or b.shape != net.biases[l].shape:
                     raise ValueError(f"layer {l} parameters have shapes {W.shape}, {b.shape}; "

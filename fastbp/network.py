@@ -294,23 +294,33 @@ class Network:
                 b[...] = saved
             opt.t = t_saved
 
+        counts = np.zeros(2, dtype=np.int64)    # rows and steps done, kept by the loop
+
         def run(rows):
             return _network.train_epoch(
                 self._params, self._grads, s1, s2, work, label_buf, w_buf, self._sizes,
                 self._acts, self._loss_code, data.X, labels, Y, weights, rows, capacity,
-                kind, lr, momentum, nesterov, beta1, beta2, eps, opt.t, loss_scale,
-                opt.l2, opt.l2_per_sample, nt, progress)
+                kind, lr, momentum, nesterov, beta1, beta2, eps, t_saved, loss_scale,
+                opt.l2, opt.l2_per_sample, nt, counts, progress)
 
         t0 = time.perf_counter()
-        total, total_penalty, done, steps, status = run(order)
-        seconds = time.perf_counter() - t0
-        if status == 2:
-            restore()
-            if done:
-                total, total_penalty, done, steps, status = run(order[:done])
-                opt.t += steps
-            raise_diverged(self, f"batch {steps + 1} of this epoch", lr, parameters=True)
-        opt.t += steps
+        try:
+            total, total_penalty, done, steps, status = run(order)
+            seconds = time.perf_counter() - t0
+            if status == 2:
+                restore()
+                if done:
+                    total, total_penalty, done, steps, status = run(order[:done])
+                opt.t = t_saved + steps
+                raise_diverged(self, f"batch {steps + 1} of this epoch", lr, parameters=True)
+            opt.t = t_saved + steps
+        except BaseException:
+            # Ctrl-C (or an exception from a callback) between two steps: the parameters
+            # and the optimizer's buffers hold every completed step, and so must its step
+            # count (Adam's bias correction depends on it). An assignment, not an
+            # increment, so that it holds wherever in this block the exception came.
+            opt.t = t_saved + int(counts[1])
+            raise
         if status == 1:
             raise_diverged(self, f"batch {steps + 1} of this epoch", lr)
         return EpochStats((total + total_penalty) / done, total / loss_scale / done,

@@ -361,7 +361,8 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
     # for each panel read it from memory once per panel (a 20000x64 by 64x128 float64
     # product ran at 5 GFLOPS). Training batches are one block.
     mb_block = max(GEMM_BLOCK_BYTES // (MR * R * <Py_ssize_t>sizeof(floating)), 8)
-    for mb_lo in range(0, n_mb, mb_block):
+    mb_lo = 0
+    while mb_lo < n_mb:
         mb_hi = min(mb_lo + mb_block, n_mb)
         # One thread runs the loop itself: even a one-thread OpenMP region costs about a
         # microsecond, a noticeable share of a small layer's product.
@@ -376,3 +377,4 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
                            a_pack, b_packs + threadid() * NR * R,
                            A, a_sm, a_sr, B, b_sr, b_sn, M, N, R, C, ldc, C2, bias, Z, Az,
                            kind, act, lr)
+        mb_lo = mb_hi
