@@ -369,7 +369,6 @@ class _BaseMLP(BaseEstimator):
                 try:
                     # the data were checked once, before the loop; the order is ours
                     with net._lock:
-                        net._bind_optimizer(opt)
                         stats = net._epoch(data, order, batch_size, opt, loss_scale)
                 except ValueError as exc:
                     if "diverged" not in str(exc):

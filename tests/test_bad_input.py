@@ -1180,3 +1180,16 @@ def test_kernel_input_conversions_give_identical_results(dtype):
     for A_in, W, b in variants:
         Z, A = run(A_in, W, b)
         assert np.array_equal(Z, Z0) and np.array_equal(A, A0)
+
+
+def test_lr_threshold_of_float32_is_where_the_cast_overflows():
+    # check_lr compares with the midpoint below 2^128 instead of casting (the cast needs an
+    # errstate context, slow per epoch): the two must agree on both sides of it
+    from fastbp._validation import _FLOAT32_ROUNDS_TO_INF as edge, check_lr
+    below = float(np.nextafter(edge, 0.0))
+    with np.errstate(over="ignore"):
+        assert np.isfinite(np.float32(below)) and np.isinf(np.float32(edge))
+    assert check_lr(below, np.float32) == below
+    with pytest.raises(ValueError, match="finite in float32"):
+        check_lr(edge, np.float32)
+    assert check_lr(edge, np.float64) == edge
