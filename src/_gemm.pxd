@@ -84,6 +84,7 @@ cdef enum:
 cdef enum:
     GEMM_MACS_PER_THREAD = 1 << 20
     GEMM_BLOCK_BYTES = 1 << 19      # rows of A swept by all column panels in turn (L2)
+    GEMM_MIN_BLOCK_PANELS = 64      # ... but at least this many row panels (384+ rows)
 
 
 cdef inline int gemm_threads(Py_ssize_t macs, int n_threads) noexcept nogil:
@@ -360,9 +361,12 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
     # those rows stay in L2 while every panel passes over them; sweeping all of a tall A
     # for each panel read it from memory once per panel (a 20000x64 by 64x128 float64
     # product ran at 5 GFLOPS, 2x faster in blocks). Each block packs B's panels again, so
-    # blocks are as large as L2 allows: with 256 KiB the 128x784 batches of the deep
-    # benchmark took two blocks and trained 20% slower.
-    mb_block = max(GEMM_BLOCK_BYTES // (MR * R * <Py_ssize_t>sizeof(floating)), 8)
+    # blocks are as large as L2 allows, and never under GEMM_MIN_BLOCK_PANELS row panels:
+    # with 256 KiB and no such floor the 128x784 batches of the deep benchmark took two
+    # blocks and trained 20% slower, and the 256x4096 ones of the wide benchmark six, where
+    # repacking B cost more than the blocks saved. Training batches are one block.
+    mb_block = max(GEMM_BLOCK_BYTES // (MR * R * <Py_ssize_t>sizeof(floating)),
+                   GEMM_MIN_BLOCK_PANELS)
     mb_lo = 0
     while mb_lo < n_mb:
         mb_hi = min(mb_lo + mb_block, n_mb)

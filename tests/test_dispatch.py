@@ -19,9 +19,9 @@ from fastbp import _dispatch, kernels, reference
 
 TARGETS = _dispatch.available_targets()
 ACTS = ["identity", "relu", "leaky_relu", "sigmoid", "tanh", "gelu"]
-# (250, 300, 40): A spans several row blocks of the GEMM (GEMM_BLOCK_BYTES) in both dtypes
+# (900, 300, 40): A spans three row blocks of the GEMM (GEMM_BLOCK_BYTES) in both dtypes
 SHAPES = [(1, 1, 1), (1, 7, 33), (7, 33, 1), (33, 7, 7), (33, 33, 33), (65, 257, 129),
-          (250, 300, 40)]
+          (900, 300, 40)]
 
 
 @pytest.fixture(params=TARGETS)
