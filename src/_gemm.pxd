@@ -5,9 +5,10 @@
 # The micro-kernel wants, for each r, MR scalars of a and NR contiguous values of b:
 #     a(m, r) = A[m * a_sm + r * a_sr]      b(r, n) = B[r * b_sr + n * b_sn]
 # Rows of A (a_sr == 1) and narrow rows of B (b_sn == 1, rows under 2 KiB apart, when fewer
-# than 8 row panels sweep them) are read in place. Everything else is packed (GotoBLAS style) into contiguous panels: A into
-# panels of MR rows up front, B into one panel of NR columns per thread at a time, which
-# that thread then sweeps over every row panel of A while the panel sits in L2. Packing
+# than 8 row panels sweep them) are read in place. Everything else is packed (GotoBLAS
+# style) into contiguous panels: A into panels of MR rows up front, B into one panel of NR
+# columns per thread at a time, which that thread then sweeps over the row panels of A
+# (a block of them at a time, see GEMM_BLOCK_BYTES) while the panel sits in L2. Packing
 # costs M*R or N*R copies against 2*M*N*R flops; reading wide B rows in place was measured
 # at a quarter of the packed speed (256x2048x2048: each k touches a new 4 KiB page, and
 # power-of-two widths hit one L1 set), while packing narrow ones cost up to 25%
@@ -17,16 +18,13 @@
 #
 # Determinism: each element of C is summed over r = 0..R-1 in order by one micro-kernel
 # call, whichever thread runs it, so results are bit-identical for any thread count. That
-# also frees the parallel loops to hand out panels dynamically: on a shared machine where
-# one core is slowed down, static halves left the other core waiting at the barrier
-# (measured on a 2-vCPU guest: 784x128 at batch 32 on two threads swung between 45k and
-# 95k samples/s run to run with static halves).
-
+# also frees the parallel loops to hand out panels dynamically, so that on a shared
+# machine a core slowed down by another process takes fewer panels instead of holding the
+# other at the barrier.
 # The parallel loop is baseline code; only the leaf micro-kernel is per SIMD target.
 
 from cython cimport floating
 from cython.parallel cimport prange, threadid
-from libc.string cimport memcpy, memset
 
 from _activations cimport (ACT_IDENTITY, ACT_RELU, ACT_LEAKY_RELU, ACT_SOFTMAX, activate_row,
                           activation_derivative)
