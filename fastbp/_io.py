@@ -107,10 +107,7 @@ def load_network(path, cls):
             net = cls(layer_sizes, activation=activation, loss=_str(data, "loss"),
                       output_activation=_str(data, "output_activation") if _str(data, "loss") == "mse" else None,
                       dtype=np.dtype(_str(data, "dtype")), seed=0)
-            for l, (W, b) in enumerate(zip(weights, biases)):
-                if W.shape != net.weights[l].shape or b.shape != net.biases[l].shape:
-                    raise ValueError(f"layer {l} parameters have shapes {W.shape}, {b.shape}; "
-                                     f"expected {net.weights[l].shape}, {net.biases[l].shape}")
+            for l, (W, b) in enumerate(zip(weights, biases)):  # shapes: checked above
                 if W.dtype != net.dtype or b.dtype != net.dtype:
                     raise ValueError(f"layer {l} parameters are {W.dtype}; expected {net.dtype}")
             if _checksum(weights, biases) != _str(data, "checksum"):

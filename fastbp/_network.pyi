@@ -26,6 +26,6 @@ def train_epoch(params: _Arr, grads: _Arr, state1: _Arr, state2: _Arr, work: _Ar
                 X: _Arr, labels: _Labels, Y: _Arr, weights: _Arr, order: _Labels,
                 batch_size: int, kind: int, lr: float, momentum: float, nesterov: bool,
                 beta1: float, beta2: float, eps: float, t0: int, scale: float, l2: float,
-                l2_per_sample: bool, n_threads: int, done: _Labels,
+                l2_per_sample: bool, n_threads: int, steps_done: _Labels,
                 progress: Callable[[int], object] | None = ...
                 ) -> tuple[float, float, int, int, int]: ...

@@ -176,13 +176,13 @@ class Network:
         # sizes too large for the machine's index type are an error before C sees them:
         # per batch row two slots per layer, two dZ slots, input and targets; GEMM scratch
         # of (M + 8) R + 32 R per thread for the largest product of any layer.
-        widest = max(self.layer_sizes)
-        bound = (capacity * (2 * sum(self.layer_sizes) + 3 * widest)
-                 + (capacity + widest + 8) * widest + 32 * widest * max(capacity, widest) * n_threads)
         key = (capacity, n_threads, input_slot)
         cached = self._work_cache
         if cached is not None and cached[0] == key:
             return cached[1]
+        widest = max(self.layer_sizes)
+        bound = (capacity * (2 * sum(self.layer_sizes) + 3 * widest)
+                 + (capacity + widest + 8) * widest + 32 * widest * max(capacity, widest) * n_threads)
         check_buffer_size(bound, self.dtype, "the workspace of this batch size")
         _, size = _network.sizes_of(self._sizes, self._acts, capacity, input_slot, n_threads)
         work = np.empty(size, dtype=self.dtype)
@@ -294,14 +294,14 @@ class Network:
                 b[...] = saved
             opt.t = t_saved
 
-        counts = np.zeros(2, dtype=np.int64)    # rows and steps done, kept by the loop
+        steps_done = np.zeros(1, dtype=np.int64)    # kept current by the compiled loop
 
         def run(rows):
             return _network.train_epoch(
                 self._params, self._grads, s1, s2, work, label_buf, w_buf, self._sizes,
                 self._acts, self._loss_code, data.X, labels, Y, weights, rows, capacity,
                 kind, lr, momentum, nesterov, beta1, beta2, eps, t_saved, loss_scale,
-                opt.l2, opt.l2_per_sample, nt, counts, progress)
+                opt.l2, opt.l2_per_sample, nt, steps_done, progress)
 
         t0 = time.perf_counter()
         try:
@@ -319,7 +319,7 @@ class Network:
             # and the optimizer's buffers hold every completed step, and so must its step
             # count (Adam's bias correction depends on it). An assignment, not an
             # increment, so that it holds wherever in this block the exception came.
-            opt.t = t_saved + int(counts[1])
+            opt.t = t_saved + int(steps_done[0])
             raise
         if status == 1:
             raise_diverged(self, f"batch {steps + 1} of this epoch", lr)

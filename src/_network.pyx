@@ -323,7 +323,7 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
                 int kind, double lr, double momentum, bint nesterov,
                 double beta1, double beta2, double eps, long long t0,
                 double scale, double l2, bint l2_per_sample,
-                int n_threads, int64_t[::1] done, progress=None):
+                int n_threads, int64_t[::1] steps_done, progress=None):
     """One epoch of minibatch training over the rows of X in `order`, without the GIL.
     work: work_size(capacity=batch_size, input_slot=True); label_buf and w_buf: batch_size
     elements (w_buf: 0 without row weights); state1/state2: the optimizer's state buffers
@@ -337,9 +337,8 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
     done: the caller restores and replays). Every SIGNAL_CHECK_S seconds the loop takes
     the GIL to let Python handle signals and to call progress(rows done) if given; a
     KeyboardInterrupt then propagates from here at a batch boundary, with the parameters
-    of the last completed step. done (2 elements) holds the rows and steps completed so
-    far, kept current after every step, so that the caller knows them when an exception
-    propagates."""
+    of the last completed step. steps_done[0] is kept equal to the steps completed so
+    far, so that the caller knows it when an exception propagates."""
     cdef Plan p
     cdef Py_ssize_t n = order.shape[0], start = 0, B, n_steps = 0
     cdef double total = 0, total_penalty = 0, value, penalty, next_check
@@ -363,8 +362,7 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
     o.beta1 = beta1
     o.beta2 = beta2
     o.eps = eps
-    done[0] = 0
-    done[1] = 0
+    steps_done[0] = 0
     make_plan(&p, sizes, acts, loss, batch_size, True, n_threads)
     try:
         with nogil:
@@ -390,8 +388,7 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
                 total_penalty += penalty * B
                 n_steps += 1
                 start += B
-                done[0] = start
-                done[1] = n_steps
+                steps_done[0] = n_steps
                 if fastbp_now() >= next_check:
                     with gil:
                         PyErr_CheckSignals()

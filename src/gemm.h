@@ -35,9 +35,6 @@ typedef void (*fastbp_mk_f64)(ptrdiff_t, const double *, ptrdiff_t, ptrdiff_t, c
 /* the largest tile of any target, for sizing scratch space */
 enum { FASTBP_MAX_MR = 8, FASTBP_MAX_NR = 32 };
 
-/* Each target has a full-width tile and a narrow one (one vector per row, NR / 2) for
- * products with at most NR / 2 columns, such as a 10-class output layer: they would
- * otherwise spend most of a full tile's arithmetic on zero padding. */
 /* The epilogues a micro-kernel can apply from registers (the values of _gemm.pxd's EPI_*
  * and _activations.pxd's ACT_* that they stand for). */
 enum { FASTBP_EPI_STORE = 0, FASTBP_EPI_FORWARD = 1, FASTBP_EPI_SGD = 2, FASTBP_EPI_DERIV = 4 };
@@ -61,6 +58,9 @@ typedef void (*fastbp_mk_epi_f64)(ptrdiff_t, const double *, ptrdiff_t, ptrdiff_
                                   const double *, ptrdiff_t, int, int, double *, ptrdiff_t,
                                   double *, const double *, double);
 
+/* Each target has a full-width tile and a narrow one (one vector per row, NR / 2) for
+ * products with at most NR / 2 columns, such as a 10-class output layer: they would
+ * otherwise spend most of a full tile's arithmetic on zero padding. */
 typedef struct {
     int code;
     int mr_f32, nr_f32, mr_f64, nr_f64;

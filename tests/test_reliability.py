@@ -1,9 +1,6 @@
 """Divergence, Ctrl-C, and threads."""
 
-import os
-import signal
 import threading
-import time
 
 import numpy as np
 import pytest
@@ -58,22 +55,15 @@ def test_train_step_with_non_finite_loss_changes_nothing():
         assert np.array_equal(a, b)
 
 
-def test_ctrl_c_stops_fit_at_a_batch_boundary_quickly():
+def test_ctrl_c_stops_fit_at_a_batch_boundary_quickly(interrupt_after):
     rng = np.random.default_rng(0)
     X = rng.random((20000, 256)).astype(np.float32)
     y = rng.integers(0, 10, 20000)
     net = fastbp.Network([256, 256, 10], seed=0, n_threads=1)
-    sent = []
-
-    def interrupt():
-        time.sleep(0.3)
-        sent.append(time.perf_counter())
-        os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=interrupt, daemon=True).start()
+    since_signal = interrupt_after(0.3)
     with pytest.raises(KeyboardInterrupt):
         net.fit(X, y, epochs=1000, batch_size=32, lr=0.01)
-    latency = time.perf_counter() - sent[0]
+    latency = since_signal()
     assert latency < 0.15, f"fit took {latency * 1e3:.0f} ms to stop"
     assert all(np.isfinite(p).all() for p in net.weights + net.biases)
     # the network is consistent and usable: training resumes normally; the interrupted

@@ -16,8 +16,6 @@
 import os
 import pathlib
 import re
-import signal
-import subprocess
 import threading
 import time
 import tracemalloc
@@ -238,24 +236,16 @@ def test_sklearn_parameter_overflow_keeps_last_finite_step(case, method):
 INT_SIZES, INT_N, INT_B = [64, 64, 10], 32768, 32   # 1024 batches: ~50 ms epochs
 
 
-def _interrupted_fit(make_opt):
+def _interrupted_fit(make_opt, interrupt_after):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((INT_N, INT_SIZES[0])).astype(np.float32)
     y = rng.integers(0, INT_SIZES[-1], INT_N)
     net = fastbp.Network(INT_SIZES, seed=0, n_threads=1)
     opt = make_opt()
-    sent = []
-
-    def interrupt():
-        time.sleep(0.25)
-        sent.append(time.perf_counter())
-        os.kill(os.getpid(), signal.SIGINT)
-
-    threading.Thread(target=interrupt, daemon=True).start()
+    since_signal = interrupt_after(0.25)
     with pytest.raises(KeyboardInterrupt):
         net.fit(X, y, epochs=100000, batch_size=INT_B, shuffle=False, optimizer=opt)
-    latency = time.perf_counter() - sent[0]
-    return X, y, net, opt, latency
+    return X, y, net, opt, since_signal()
 
 
 def _replay_until(X, y, make_opt, target, max_steps=200000):
@@ -280,9 +270,9 @@ INT_OPTS = {
 
 
 @pytest.mark.parametrize("name", list(INT_OPTS))
-def test_ctrl_c_leaves_exactly_a_completed_step(name):
+def test_ctrl_c_leaves_exactly_a_completed_step(name, interrupt_after):
     make_opt = INT_OPTS[name]
-    X, y, net, opt, latency = _interrupted_fit(make_opt)
+    X, y, net, opt, latency = _interrupted_fit(make_opt, interrupt_after)
     assert latency < 0.15, f"fit took {latency * 1e3:.0f} ms to stop"
     steps, good, opt_g = _replay_until(X, y, make_opt, flat(net))
     assert steps > 0
@@ -291,9 +281,9 @@ def test_ctrl_c_leaves_exactly_a_completed_step(name):
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
-def test_ctrl_c_optimizer_step_count_matches_the_parameters(name):
+def test_ctrl_c_optimizer_step_count_matches_the_parameters(name, interrupt_after):
     make_opt = INT_OPTS[name]
-    X, y, net, opt, _ = _interrupted_fit(make_opt)
+    X, y, net, opt, _ = _interrupted_fit(make_opt, interrupt_after)
     steps, good, opt_g = _replay_until(X, y, make_opt, flat(net))
     assert opt.t == opt_g.t == steps
 
