@@ -15,7 +15,9 @@ from cython cimport floating
 from cython.parallel cimport prange
 
 from _activations cimport ACT_SOFTMAX, softmax_row
-from _gemm cimport (gemm, gemm_scratch_size, EPI_STORE, EPI_FORWARD, EPI_SGD, EPI_DERIV)
+from _gemm cimport (gemm, gemm_team, gemm_scratch_size, EPI_STORE, EPI_FORWARD, EPI_SGD,
+                   EPI_DERIV)
+from _team cimport Team, team_barrier, team_share
 
 # Below this many elements an elementwise loop runs on one thread.
 cdef enum:
@@ -49,16 +51,23 @@ cdef inline void dense_forward(floating* Z, floating* A_out,
             softmax_row(A_out + i * N, Z + i * N, N)
 
 
+cdef inline void bias_gradient_columns(floating* db, const floating* dZ,
+                                       Py_ssize_t B, Py_ssize_t N,
+                                       Py_ssize_t j_lo, Py_ssize_t j_hi) noexcept nogil:
+    # db[j] = sum over the B rows of dZ (B, N)[:, j] in row order, for j_lo <= j < j_hi
+    cdef Py_ssize_t i, j
+    for j in range(j_lo, j_hi):
+        db[j] = 0
+    for i in range(B):
+        for j in range(j_lo, j_hi):
+            db[j] += dZ[i * N + j]
+
+
 cdef inline void bias_gradient(floating* db, const floating* dZ,
                                Py_ssize_t B, Py_ssize_t N) noexcept nogil:
     # db (N) = sum over the B rows of dZ (B, N), in row order; B*N additions, too few to
     # share between threads.
-    cdef Py_ssize_t i, j
-    for j in range(N):
-        db[j] = 0
-    for i in range(B):
-        for j in range(N):
-            db[j] += dZ[i * N + j]
+    bias_gradient_columns(db, dZ, B, N, 0, N)
 
 
 cdef inline void weight_gradient(floating* dW, floating* db,
@@ -79,18 +88,27 @@ cdef inline void weight_update(floating* W, floating* b, floating* db,
     # The SGD step fused into the weight-gradient product: each tile of dW is subtracted
     # from W straight from registers, never stored. Exact: the same sums as weight_gradient
     # followed by sgd_update, in the same order. *bad is set when a new value is not finite.
-    cdef Py_ssize_t j
-    cdef floating flag = 0, x
+    cdef floating flag = 0
     gemm(W, N, A_in, 1, K, dZ, N, 1, K, N, B, scratch,
          EPI_SGD, &flag, NULL, NULL, NULL, 0, lr, n_threads)
-    bias_gradient(db, dZ, B, N)
-    for j in range(N):
+    bias_step(b, db, dZ, B, N, lr, 0, N, &flag)
+    if flag != 0:
+        bad[0] = True
+
+
+cdef inline void bias_step(floating* b, floating* db, const floating* dZ,
+                           Py_ssize_t B, Py_ssize_t N, floating lr,
+                           Py_ssize_t j_lo, Py_ssize_t j_hi, floating* flag) noexcept nogil:
+    # db[j] = sum over rows of dZ[:, j];  b[j] -= lr * db[j];  *flag = 1 when a new b[j]
+    # is not finite; for j_lo <= j < j_hi
+    cdef Py_ssize_t j
+    cdef floating x
+    bias_gradient_columns(db, dZ, B, N, j_lo, j_hi)
+    for j in range(j_lo, j_hi):
         x = b[j] - lr * db[j]
         b[j] = x
         if x - x != 0:
-            flag = 1
-    if flag != 0:
-        bad[0] = True
+            flag[0] = 1
 
 
 cdef inline void input_gradient(floating* dZ_in,
@@ -114,3 +132,54 @@ cdef inline void sgd_update(floating* param, const floating* grad, Py_ssize_t n,
     cdef int nt = threads_for(n, PARALLEL_MIN_ELEMENTS, n_threads)
     for i in prange(n, nogil=True, schedule="static", num_threads=nt):
         param[i] = param[i] - lr * grad[i]
+
+
+# -- the same kernels run by a team of threads together (_team.pxd) ------------------------
+# Each returns when its outputs are complete, to every thread of the team, and computes
+# the same bits as its twin above: the products through gemm_team, the bias sums a share
+# of the columns per thread, each column summed in row order as bias_gradient does.
+
+cdef inline void dense_forward_team(Team* team, floating* Z, floating* A_out,
+                                    const floating* A_in, const floating* W, const floating* b,
+                                    Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
+                                    int act, floating* scratch) noexcept nogil:
+    cdef Py_ssize_t i, lo, hi
+    gemm_team(team, Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
+              EPI_FORWARD, A_out, b, NULL, NULL, act, 0, True)
+    if act == ACT_SOFTMAX:
+        team_share(team, B, &lo, &hi)
+        for i in range(lo, hi):
+            softmax_row(A_out + i * N, Z + i * N, N)
+        team_barrier(team)
+
+
+cdef inline void weight_gradient_team(Team* team, floating* dW, floating* db,
+                                      const floating* A_in, const floating* dZ,
+                                      Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
+                                      floating* scratch) noexcept nogil:
+    cdef Py_ssize_t lo, hi
+    team_share(team, N, &lo, &hi)
+    bias_gradient_columns(db, dZ, B, N, lo, hi)     # finished by gemm_team's barrier
+    gemm_team(team, dW, N, A_in, 1, K, dZ, N, 1, K, N, B, scratch,
+              EPI_STORE, NULL, NULL, NULL, NULL, 0, 0, False)
+
+
+cdef inline void weight_update_team(Team* team, floating* W, floating* b, floating* db,
+                                    const floating* A_in, const floating* dZ,
+                                    Py_ssize_t B, Py_ssize_t K, Py_ssize_t N, floating lr,
+                                    floating* scratch, floating* flag) noexcept nogil:
+    # *flag (shared by the team) is set to 1 when a new value is not finite
+    cdef Py_ssize_t lo, hi
+    team_share(team, N, &lo, &hi)
+    bias_step(b, db, dZ, B, N, lr, lo, hi, flag)    # finished by gemm_team's barrier
+    gemm_team(team, W, N, A_in, 1, K, dZ, N, 1, K, N, B, scratch,
+              EPI_SGD, flag, NULL, NULL, NULL, 0, lr, False)
+
+
+cdef inline void input_gradient_team(Team* team, floating* dZ_in,
+                                     const floating* dZ, const floating* W,
+                                     const floating* Z_in, const floating* A_in,
+                                     Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
+                                     int act_in, floating* scratch) noexcept nogil:
+    gemm_team(team, dZ_in, K, dZ, N, 1, W, 1, N, B, K, N, scratch,
+              EPI_DERIV, NULL, NULL, Z_in, A_in, act_in, 0, True)

@@ -10,6 +10,7 @@ from libc.math cimport exp, log, log1p, fabs
 from libc.stdint cimport int64_t
 
 from _activations cimport activation_derivative
+from _team cimport Team, team_barrier, team_share
 
 cdef enum:
     LOSS_CROSS_ENTROPY = 0
@@ -28,6 +29,64 @@ cdef inline double log_sum_exp_row(const floating* z, Py_ssize_t n) noexcept nog
     return m + log(s)
 
 
+cdef inline double loss_row(
+        floating* dZ, const floating* Z, const floating* A,
+        const int64_t* labels, const floating* Y, Py_ssize_t i, Py_ssize_t N, int loss,
+        int out_act, floating f) noexcept nogil:
+    # Row i's loss l_i (for the element-wise losses the sum over its N elements; the
+    # caller divides) and, when dZ is not NULL, its gradient row times f.
+    cdef Py_ssize_t j, c
+    cdef double row = 0, lse, row_mass, z, y
+    cdef floating d
+    if loss == LOSS_CROSS_ENTROPY:
+        # -sum_c Y_c log softmax(z)_c = sum_c Y_c (lse(z) - z_c);
+        # gradient softmax(z) * sum_c Y_c - Y, which is softmax(z) - onehot for labels.
+        lse = log_sum_exp_row(Z + i * N, N)
+        if labels != NULL:
+            c = labels[i]
+            row = lse - Z[i * N + c]
+            if dZ != NULL:
+                for j in range(N):
+                    dZ[i * N + j] = A[i * N + j] * f
+                dZ[i * N + c] = (A[i * N + c] - 1) * f
+        else:
+            row_mass = 0
+            for j in range(N):
+                row += Y[i * N + j] * (lse - Z[i * N + j])
+                row_mass += Y[i * N + j]
+            if dZ != NULL:
+                for j in range(N):
+                    dZ[i * N + j] = (A[i * N + j] * <floating>row_mass - Y[i * N + j]) * f
+    elif loss == LOSS_BINARY_CROSS_ENTROPY:
+        # max(z, 0) - z y + log(1 + exp(-|z|)): never overflows; gradient sigmoid(z) - y.
+        for j in range(i * N, i * N + N):
+            z = Z[j]
+            y = Y[j]
+            row += (z if z > 0 else 0) - z * y + log1p(exp(-fabs(z)))
+            if dZ != NULL:
+                dZ[j] = (A[j] - Y[j]) * f
+    else:
+        # mse through the output activation. The square is taken in the network's
+        # dtype, as the reference does: a float32 residual whose square overflows
+        # float32 is a diverged network (infinite loss), not a finite double.
+        for j in range(i * N, i * N + N):
+            d = A[j] - Y[j]
+            row += d * d
+            if dZ != NULL:
+                dZ[j] = d * ((2 * f) * activation_derivative(Z[j], A[j], out_act))
+    return row
+
+
+cdef inline double weight_sum(const floating* w, Py_ssize_t B) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef double w_sum = 0
+    if w == NULL:
+        return B
+    for i in range(B):
+        w_sum += w[i]
+    return w_sum
+
+
 cdef inline double loss_and_output_gradient(
         floating* dZ,                                   # OUT (B, N), may be NULL
         const floating* Z, const floating* A,           # IN  (B, N) logits, outputs
@@ -38,63 +97,49 @@ cdef inline double loss_and_output_gradient(
     dL/dZ. With row weights w the mean is weighted: sum_i w_i l_i / sum_i w_i (scikit-learn's
     and PyTorch's convention), where l_i is row i's loss (for the element-wise losses the
     mean over its N elements). A batch whose weights sum to zero has loss 0 and gradient 0."""
-    cdef Py_ssize_t i, j, c
-    cdef double total = 0, row, lse, row_mass, z, y, w_sum = 0, r_i
-    cdef floating f                 # this row's factor in dL/dZ: scale * w_i / (sum w * n)
-    cdef floating d
-
-    if w == NULL:
-        w_sum = B
-    else:
-        for i in range(B):
-            w_sum += w[i]
-        if w_sum == 0:
-            if dZ != NULL:
-                for i in range(B * N):
-                    dZ[i] = 0
-            return 0.0
+    cdef Py_ssize_t i
+    cdef double total = 0, row, r_i
+    cdef double w_sum = weight_sum(w, B)
+    if w_sum == 0:
+        if dZ != NULL:
+            for i in range(B * N):
+                dZ[i] = 0
+        return 0.0
     # the element-wise losses average over the N outputs of a row too
     cdef double norm = w_sum if loss == LOSS_CROSS_ENTROPY else w_sum * N
-
     for i in range(B):
         r_i = 1.0 if w == NULL else <double>w[i]
-        f = <floating>(scale * r_i / norm)
-        row = 0
-        if loss == LOSS_CROSS_ENTROPY:
-            # -sum_c Y_c log softmax(z)_c = sum_c Y_c (lse(z) - z_c);
-            # gradient softmax(z) * sum_c Y_c - Y, which is softmax(z) - onehot for labels.
-            lse = log_sum_exp_row(Z + i * N, N)
-            if labels != NULL:
-                c = labels[i]
-                row = lse - Z[i * N + c]
-                if dZ != NULL:
-                    for j in range(N):
-                        dZ[i * N + j] = A[i * N + j] * f
-                    dZ[i * N + c] = (A[i * N + c] - 1) * f
-            else:
-                row_mass = 0
-                for j in range(N):
-                    row += Y[i * N + j] * (lse - Z[i * N + j])
-                    row_mass += Y[i * N + j]
-                if dZ != NULL:
-                    for j in range(N):
-                        dZ[i * N + j] = (A[i * N + j] * <floating>row_mass - Y[i * N + j]) * f
-        elif loss == LOSS_BINARY_CROSS_ENTROPY:
-            # max(z, 0) - z y + log(1 + exp(-|z|)): never overflows; gradient sigmoid(z) - y.
-            for j in range(i * N, i * N + N):
-                z = Z[j]
-                y = Y[j]
-                row += (z if z > 0 else 0) - z * y + log1p(exp(-fabs(z)))
-                if dZ != NULL:
-                    dZ[j] = (A[j] - Y[j]) * f
-        else:
-            # mse through the output activation. The square is taken in the network's
-            # dtype, as the reference does: a float32 residual whose square overflows
-            # float32 is a diverged network (infinite loss), not a finite double.
-            for j in range(i * N, i * N + N):
-                d = A[j] - Y[j]
-                row += d * d
-                if dZ != NULL:
-                    dZ[j] = d * ((2 * f) * activation_derivative(Z[j], A[j], out_act))
+        row = loss_row(dZ, Z, A, labels, Y, i, N, loss, out_act,
+                       <floating>(scale * r_i / norm))
         total += row if w == NULL else r_i * row
+    return scale * (total / norm)
+
+
+cdef inline double loss_and_output_gradient_team(
+        Team* team, floating* dZ, const floating* Z, const floating* A,
+        const int64_t* labels, const floating* Y, const floating* w,
+        Py_ssize_t B, Py_ssize_t N, int loss, int out_act, double scale,
+        double* rows) noexcept nogil:
+    # loss_and_output_gradient run by a team of threads (_team.pxd) together, each on a
+    # share of the rows, leaving row values in rows (B doubles); after the barrier every
+    # thread sums them in row order as the serial loop does, so all return its value.
+    cdef Py_ssize_t i, lo, hi
+    cdef double total = 0, r_i
+    cdef double w_sum = weight_sum(w, B)
+    cdef double norm = w_sum if loss == LOSS_CROSS_ENTROPY else w_sum * N
+    team_share(team, B, &lo, &hi)
+    if w_sum == 0:
+        if dZ != NULL:
+            for i in range(lo * N, hi * N):
+                dZ[i] = 0
+        team_barrier(team)
+        return 0.0
+    for i in range(lo, hi):
+        r_i = 1.0 if w == NULL else <double>w[i]
+        rows[i] = loss_row(dZ, Z, A, labels, Y, i, N, loss, out_act,
+                           <floating>(scale * r_i / norm))
+    team_barrier(team)
+    for i in range(B):
+        r_i = 1.0 if w == NULL else <double>w[i]
+        total += rows[i] if w == NULL else r_i * rows[i]
     return scale * (total / norm)

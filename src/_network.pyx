@@ -18,6 +18,8 @@ from libc.stdint cimport int64_t
 from libc.stdlib cimport malloc, free
 from libc.math cimport isfinite
 from libc.string cimport memcpy
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
+from cython.parallel cimport parallel, threadid
 
 cdef extern from *:
     """
@@ -42,7 +44,12 @@ from _dense cimport (dense_forward, dense_scratch_size, weight_gradient, weight_
 from _gemm cimport fastbp_set_target, fastbp_target_supported, fastbp_active_target
 from _losses cimport loss_and_output_gradient
 from _optim cimport (OptStep, OPT_NONE, OPT_SGD, OPT_ADAM, update_block, update_chunks,
-                     adam_set_step)
+                     adam_set_step, update_layer_team)
+from _dense cimport (dense_forward_team, weight_gradient_team, weight_update_team,
+                     input_gradient_team)
+from _losses cimport loss_and_output_gradient_team
+from _team cimport (Team, fastbp_team_sync, fastbp_team_sync_init, fastbp_team_size,
+                    team_barrier, team_share, FASTBP_TEAM_AVAILABLE)
 
 
 cdef struct Plan:
@@ -60,7 +67,8 @@ cdef struct Plan:
     Py_ssize_t scratch_off
     Py_ssize_t y_off
     Py_ssize_t work_size
-    double* partials             # the optimizer step's per-chunk results (_optim.pxd)
+    double* partials             # the optimizer step's per-chunk results (_optim.pxd), for
+                                 # a layer's weights and biases together
 
 
 cdef int make_plan(Plan* p, const Py_ssize_t[::1] sizes, const int[::1] acts, int loss,
@@ -72,7 +80,7 @@ cdef int make_plan(Plan* p, const Py_ssize_t[::1] sizes, const int[::1] acts, in
     p.loss = loss
     p.n_threads = n_threads
     for l in range(L):
-        chunks = max(chunks, update_chunks(sizes[l] * sizes[l + 1]))
+        chunks = max(chunks, update_chunks(sizes[l] * sizes[l + 1]) + update_chunks(sizes[l + 1]))
     p.w_off = <Py_ssize_t*>malloc(4 * (L + 1) * sizeof(Py_ssize_t))
     p.partials = <double*>malloc(2 * chunks * sizeof(double))
     if p.w_off == NULL or p.partials == NULL:
@@ -221,11 +229,12 @@ cdef double loss_and_gradient(const Plan* p, floating* params, floating* grads,
 
 cdef void gather_batch(const Plan* p, floating* work, int64_t* label_buf, floating* w_buf,
                        const floating* X, const int64_t* labels, const floating* Y,
-                       const floating* w, const int64_t* rows, Py_ssize_t B) noexcept nogil:
-    # work's input slot (B, n0) <- X[rows]; label_buf <- labels[rows] or the Y slot <- Y[rows];
-    # w_buf <- w[rows] when there are row weights
+                       const floating* w, const int64_t* rows, Py_ssize_t lo,
+                       Py_ssize_t hi) noexcept nogil:
+    # for lo <= i < hi: work's input slot row i <- X[rows[i]]; label_buf[i] <- labels[rows[i]]
+    # or the Y slot's row i <- Y[rows[i]]; w_buf[i] <- w[rows[i]] when there are row weights
     cdef Py_ssize_t i, n0 = p.sizes[0], nL = p.sizes[p.n_layers]
-    for i in range(B):
+    for i in range(lo, hi):
         memcpy(work + i * n0, X + rows[i] * n0, n0 * sizeof(floating))
         if w != NULL:
             w_buf[i] = w[rows[i]]
@@ -233,6 +242,157 @@ cdef void gather_batch(const Plan* p, floating* work, int64_t* label_buf, floati
             label_buf[i] = labels[rows[i]]
         else:
             memcpy(work + p.y_off + i * nL, Y + rows[i] * nL, nL * sizeof(floating))
+
+
+# -- the epoch run by a team of threads ------------------------------------------------------
+# With two or more threads, train_epoch opens one parallel region for the whole epoch and
+# every thread runs epoch_thread: the same steps as the serial loop, each product and
+# loop shared out among the team (_team.pxd, team.h), with a barrier wherever a step needs
+# the previous one's output. The same bits as the serial loop, whatever the thread count.
+
+cdef double loss_and_gradient_team(Team* team, const Plan* p, floating* params,
+                                   floating* grads, floating* s1, floating* s2,
+                                   floating* work, const floating* X, const int64_t* labels,
+                                   const floating* Y, const floating* w, Py_ssize_t B,
+                                   const Objective* obj, const OptStep* o, double* penalty,
+                                   floating* flag, bint* bad, double* rows) noexcept nogil:
+    # loss_and_gradient of one training step (o.kind is OPT_SGD or OPT_ADAM) by the team;
+    # every thread returns the same value, *penalty and *bad. The fused SGD step marks a
+    # non-finite value in *flag, which the team shares. rows: B doubles.
+    cdef Py_ssize_t L = p.n_layers, l, i, K, N
+    cdef double value, decay = obj.l2, w_sum, sq = 0
+    cdef floating* dZ
+    cdef const floating* a_in = X
+    cdef bint fused
+    penalty[0] = 0
+    for l in range(L):
+        dense_forward_team(team, work + p.z_off[l], work + p.a_off[l + 1], a_in,
+                           params + p.w_off[l], params + p.b_off[l],
+                           B, p.sizes[l], p.sizes[l + 1], p.acts[l], work + p.scratch_off)
+        a_in = work + p.a_off[l + 1]
+    value = loss_and_output_gradient_team(team, work + p.dz_off[(L - 1) % 2],
+                                          work + p.z_off[L - 1], work + p.a_off[L],
+                                          labels, Y, w, B, p.sizes[L], p.loss, p.acts[L - 1],
+                                          obj.scale, rows)
+    if not isfinite(value):
+        return value
+    if obj.l2_per_sample and decay != 0:
+        w_sum = B
+        if w != NULL:
+            w_sum = 0
+            for i in range(B):
+                w_sum += w[i]
+        decay = decay / w_sum if w_sum > 0 else 0
+    fused = o.kind == OPT_SGD and s1 == NULL and decay == 0
+    for l in range(L - 1, -1, -1):
+        K = p.sizes[l]
+        N = p.sizes[l + 1]
+        dZ = work + p.dz_off[l % 2]
+        a_in = X if l == 0 else work + p.a_off[l]
+        if l > 0:
+            input_gradient_team(team, work + p.dz_off[(l - 1) % 2], dZ, params + p.w_off[l],
+                                work + p.z_off[l - 1], work + p.a_off[l],
+                                B, K, N, p.acts[l - 1], work + p.scratch_off)
+        if fused:
+            weight_update_team(team, params + p.w_off[l], params + p.b_off[l],
+                               grads + p.b_off[l], a_in, dZ, B, K, N, <floating>o.lr,
+                               work + p.scratch_off, flag)
+            continue
+        weight_gradient_team(team, grads + p.w_off[l], grads + p.b_off[l], a_in, dZ,
+                             B, K, N, work + p.scratch_off)
+        sq += update_layer_team(team, params + p.w_off[l], grads + p.w_off[l],
+                                params + p.b_off[l], grads + p.b_off[l], s1, s2,
+                                p.w_off[l], p.b_off[l], K * N, N, o, <floating>decay,
+                                p.partials, bad)
+    penalty[0] = 0.5 * decay * sq
+    return value
+
+
+cdef struct EpochShared:
+    fastbp_team_sync sync
+    bint stop                    # thread 0's signal check raised: all stop at the barrier
+    PyObject* error              # the exception it raised (a new reference), or NULL
+    PyObject* progress           # borrowed, or NULL
+    int64_t* steps_done
+    # thread 0's results
+    double total, total_penalty
+    Py_ssize_t start, n_steps
+    int status
+
+
+cdef int team_checks(PyObject* progress, Py_ssize_t start, PyObject** error) noexcept with gil:
+    # The serial loop's signal check and progress call, for thread 0 of a team: an
+    # exception cannot leave a parallel region, so it is kept in *error (returns 1) and
+    # raised after the region.
+    try:
+        PyErr_CheckSignals()
+        if progress != NULL:
+            (<object>progress)(start)
+    except BaseException as exc:
+        Py_INCREF(exc)
+        error[0] = <PyObject*>exc
+        return 1
+    return 0
+
+
+cdef void epoch_thread(EpochShared* sh, const Plan* p, floating* params, floating* grads,
+                       floating* s1, floating* s2, floating* work, int64_t* label_buf,
+                       floating* wb, const floating* X, const int64_t* lab,
+                       const floating* ys, const floating* w, const int64_t* order,
+                       Py_ssize_t n, Py_ssize_t batch_size, const OptStep* o_in, double lr,
+                       long long t0, const Objective* obj, floating* flag, double* rows,
+                       int tid) noexcept nogil:
+    # train_epoch's loop, run by each thread of the team. Every decision to go on or stop
+    # is taken from values all threads hold alike (their own copies, or shared ones read
+    # after a barrier), so they leave the loop together.
+    cdef Team team
+    cdef OptStep o = o_in[0]
+    cdef Py_ssize_t start = 0, n_steps = 0, B, lo, hi
+    cdef double total = 0, total_penalty = 0, value, penalty, next_check
+    cdef int status = 0
+    cdef bint bad = False
+    team.tid = tid
+    team.n = fastbp_team_size()
+    team.sync = &sh.sync
+    team.base = 0
+    next_check = fastbp_now() + SIGNAL_CHECK_S
+    while start < n:
+        B = min(batch_size, n - start)
+        if tid == 0 and n_steps > 0 and fastbp_now() >= next_check:
+            if team_checks(sh.progress, start, &sh.error):
+                sh.stop = True
+            next_check = fastbp_now() + SIGNAL_CHECK_S
+        team_share(&team, B, &lo, &hi)
+        gather_batch(p, work, label_buf, wb, X, lab, ys, w, order + start, lo, hi)
+        team_barrier(&team)
+        if sh.stop:
+            break
+        if o.kind == OPT_ADAM:
+            adam_set_step(&o, lr, t0 + n_steps + 1)
+        value = loss_and_gradient_team(&team, p, params, grads, s1, s2, work, work,
+                                       label_buf if lab != NULL else NULL,
+                                       work + p.y_off if lab == NULL else NULL,
+                                       wb, B, obj, &o, &penalty, flag, &bad, rows)
+        if not isfinite(value):
+            status = 1
+            break
+        if bad or flag[0] != 0:
+            status = 2
+            break
+        total += value * B
+        total_penalty += penalty * B
+        n_steps += 1
+        start += B
+        if tid == 0:
+            sh.steps_done[0] = n_steps
+    if tid == 0:
+        if status == 0 and not sh.stop and fastbp_now() >= next_check:
+            team_checks(sh.progress, start, &sh.error)
+        sh.total = total
+        sh.total_penalty = total_penalty
+        sh.start = start
+        sh.n_steps = n_steps
+        sh.status = status
 
 
 # -- Python entry points (arguments checked by fastbp/network.py) --------------------------
@@ -362,15 +522,39 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
     o.beta1 = beta1
     o.beta2 = beta2
     o.eps = eps
+    cdef EpochShared sh
+    cdef double* rows = NULL
+    cdef floating flag[1]
+    cdef object error
     steps_done[0] = 0
     make_plan(&p, sizes, acts, loss, batch_size, True, n_threads)
     try:
+        if n_threads >= 2 and FASTBP_TEAM_AVAILABLE and n > 0:
+            # one parallel region for the whole epoch (see epoch_thread)
+            rows = <double*>malloc(batch_size * sizeof(double))
+            if rows == NULL:
+                raise MemoryError()
+            fastbp_team_sync_init(&sh.sync)
+            sh.stop = False
+            sh.error = NULL
+            sh.progress = <PyObject*>progress if progress is not None else NULL
+            sh.steps_done = &steps_done[0]
+            flag[0] = 0
+            with nogil, parallel(num_threads=n_threads):
+                epoch_thread(&sh, &p, &params[0], &grads[0], s1, s2, &work[0],
+                             &label_buf[0], wb, &X[0, 0], lab, ys, w, &order[0], n,
+                             batch_size, &o, lr, t0, &obj, flag, rows, threadid())
+            if sh.error != NULL:
+                error = <object>sh.error
+                Py_XDECREF(sh.error)
+                raise error
+            return sh.total, sh.total_penalty, sh.start, sh.n_steps, sh.status
         with nogil:
             next_check = fastbp_now() + SIGNAL_CHECK_S
             while start < n:
                 B = min(batch_size, n - start)
                 gather_batch(&p, &work[0], &label_buf[0], wb, &X[0, 0], lab, ys, w,
-                             &order[start], B)
+                             &order[start], 0, B)
                 if kind == OPT_ADAM:
                     adam_set_step(&o, lr, t0 + n_steps + 1)
                 value = loss_and_gradient(&p, &params[0], &grads[0], s1, s2, &work[0],
@@ -397,4 +581,5 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
                     next_check = fastbp_now() + SIGNAL_CHECK_S
     finally:
         free_plan(&p)
+        free(rows)
     return total, total_penalty, start, n_steps, status

@@ -1,0 +1,119 @@
+/* A team of threads that stays together for a whole training epoch: one OpenMP parallel
+ * region per epoch instead of one per product, with this barrier and ticket counter in
+ * between (used by _team.pxd and _network.pyx).
+ *
+ * Why not OpenMP's own regions and barriers: a 200-row batch of a small network is a few
+ * hundred microseconds of work in about twenty dependent steps (each layer's product, the
+ * loss, each layer's gradients and update). A parallel region per step costs more than
+ * the step gains, so the products of such networks ran on one thread. And OpenMP's waiting
+ * threads spin for a long time (libgomp: about 300,000 iterations) before they sleep:
+ * with another process on the machine a waiting thread burns the time slice the working
+ * one needs (see GEMM_MACS_PER_THREAD in _gemm.pxd). This barrier spins briefly, then
+ * yields the core on every further check.
+ *
+ * Determinism is the callers' part: every element of every output is computed by one
+ * thread in a fixed order, whichever thread that is, and sums across threads' shares are
+ * taken in a fixed order after a barrier.
+ */
+#ifndef FASTBP_TEAM_H
+#define FASTBP_TEAM_H
+
+#if defined(_OPENMP)
+#include <omp.h>
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define FASTBP_TEAM_AVAILABLE 1
+#if defined(_WIN32)
+#include <windows.h>
+#define FASTBP_YIELD() SwitchToThread()
+#else
+#include <sched.h>
+#define FASTBP_YIELD() sched_yield()
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#define FASTBP_RELAX() __builtin_ia32_pause()
+#elif defined(__aarch64__)
+#define FASTBP_RELAX() __asm__ __volatile__("yield")
+#else
+#define FASTBP_RELAX() ((void)0)
+#endif
+#else
+/* No GNU atomics (MSVC): the epoch runs its products with per-product parallel loops. */
+#define FASTBP_TEAM_AVAILABLE 0
+#define FASTBP_YIELD() ((void)0)
+#define FASTBP_RELAX() ((void)0)
+#endif
+
+/* Checks of the barrier's generation with a pause in between before a waiting thread
+ * starts yielding its core: about 10-30 microseconds (a Zen 3 or Skylake pause is tens
+ * of cycles), longer than a well-balanced step keeps a thread waiting. */
+enum { FASTBP_TEAM_SPIN = 2048 };
+
+typedef struct {
+    int count;    /* threads arrived at the current barrier */
+    int gen;      /* barriers completed */
+    long tickets; /* work units handed out so far (see fastbp_team_ticket) */
+} fastbp_team_sync;
+
+static void fastbp_team_sync_init(fastbp_team_sync *s)
+{
+    s->count = 0;
+    s->gen = 0;
+    s->tickets = 0;
+}
+
+/* Threads in the enclosing parallel region (1 outside one, or without OpenMP). */
+static int fastbp_team_size(void)
+{
+#if defined(_OPENMP)
+    return omp_get_num_threads();
+#else
+    return 1;
+#endif
+}
+
+/* Wait until all n threads of the team have arrived; what each wrote before is then
+ * visible to all. */
+static void fastbp_team_barrier(fastbp_team_sync *s, int n)
+{
+#if FASTBP_TEAM_AVAILABLE
+    int gen;
+    unsigned spins = 0;
+    if (n <= 1)
+        return;
+    gen = __atomic_load_n(&s->gen, __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(&s->count, 1, __ATOMIC_ACQ_REL) == n) {
+        /* the last to arrive: nobody can arrive at the next barrier before gen moves */
+        __atomic_store_n(&s->count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&s->gen, gen + 1, __ATOMIC_RELEASE);
+        return;
+    }
+    while (__atomic_load_n(&s->gen, __ATOMIC_ACQUIRE) == gen) {
+        if (spins < FASTBP_TEAM_SPIN) {
+            spins++;
+            FASTBP_RELAX();
+        } else {
+            FASTBP_YIELD();
+        }
+    }
+#else
+    (void)s;
+    (void)n;
+#endif
+}
+
+/* The next ticket of the team's shared counter. A loop that shares out U units draws
+ * tickets until one is past base + U, so each of the n threads draws exactly one ticket
+ * past the end: after the barrier that follows the loop every thread knows the counter
+ * stands at base + U + n, the next loop's base, without reading it. */
+static long fastbp_team_ticket(fastbp_team_sync *s)
+{
+#if FASTBP_TEAM_AVAILABLE
+    return __atomic_fetch_add(&s->tickets, 1, __ATOMIC_RELAXED);
+#else
+    return s->tickets++;
+#endif
+}
+
+#endif /* FASTBP_TEAM_H */

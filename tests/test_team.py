@@ -1,0 +1,166 @@
+"""The epoch run by a team of threads (src/team.h, _team.pxd, train_epoch's parallel region)
+against the serial epoch, its slow twin: with n_threads=1 train_epoch runs the plain loop,
+one product after the other; with 2 or more every product, loss row, bias column and
+optimizer chunk is shared out among the threads. The SPEC promises the same bits for
+every thread count, so every comparison here is exact: parameters, optimizer state,
+loss values and step counts.
+
+Shapes cover the paths of gemm_team: layers of 1, 7 and 33 units (narrow products, one
+column panel cut into row chunks), batches that are not a multiple of the tile height
+(the last, partial row panel), products whose B is shared by the team (team_shares_b) and
+ones too large for that (column panels handed out dynamically), and batches tall enough
+for several GEMM row blocks. Three threads on a two-core machine check that a team larger
+than the machine still agrees (and does not deadlock).
+"""
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import _dispatch, optim
+
+TARGETS = _dispatch.available_targets()
+DTYPES = [np.float32, np.float64]
+THREADS = [2, 3]
+
+
+@pytest.fixture(params=TARGETS)
+def target(request):
+    before = _dispatch.current_target()
+    _dispatch.use_target(request.param)
+    yield request.param
+    _dispatch.use_target(before)
+
+
+def _targets_for(loss, rng, n, n_out, dtype):
+    if loss == "cross_entropy":
+        return rng.integers(0, n_out, n)
+    if loss == "binary_cross_entropy":
+        return (rng.random((n, n_out)) > 0.5).astype(dtype)
+    return rng.standard_normal((n, n_out)).astype(dtype)
+
+
+OPTIMIZERS = {
+    "sgd": lambda: optim.SGD(lr=0.05),                                  # fused into dW
+    "sgd_l2": lambda: optim.SGD(lr=0.05, l2=1e-3),                      # not fused
+    "momentum": lambda: optim.SGD(lr=0.05, momentum=0.9),
+    "nesterov": lambda: optim.SGD(lr=0.05, momentum=0.9, nesterov=True, l2=1e-3),
+    "adam": lambda: optim.Adam(lr=1e-3, l2=1e-4, l2_per_sample=True),
+}
+
+
+def _run(sizes, activation, loss, dtype, n_threads, opt_name, X, y, batch_size, epochs=2,
+         sample_weight=None):
+    net = fastbp.Network(sizes, activation=activation, loss=loss, dtype=dtype, seed=3,
+                         n_threads=n_threads)
+    opt = OPTIMIZERS[opt_name]()
+    n = X.shape[0]
+    stats = []
+    for e in range(epochs):
+        s = net.train_epoch(X, y, optimizer=opt, batch_size=batch_size,
+                            order=np.random.default_rng(e).permutation(n),
+                            sample_weight=sample_weight)
+        stats.append((s.loss, s.data_loss, s.penalty, s.n_samples))
+    return net, opt, stats
+
+
+def _assert_same(a, b):
+    net_a, opt_a, stats_a = a
+    net_b, opt_b, stats_b = b
+    for x, y in zip(net_a.weights + net_a.biases, net_b.weights + net_b.biases):
+        np.testing.assert_array_equal(x, y)
+    assert stats_a == stats_b
+    assert opt_a.t == opt_b.t
+    for x, y in zip(opt_a.state, opt_b.state):
+        np.testing.assert_array_equal(x, y)
+
+
+def _require_threads():
+    if fastbp.Network([2, 2], n_threads=2).n_threads < 2:
+        pytest.skip("built without OpenMP: no team to compare")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("sizes,activation,loss,n,batch", [
+    ([64, 128, 64, 10], "relu", "cross_entropy", 403, 200),        # digits-like
+    ([30, 128, 64, 1], "relu", "binary_cross_entropy", 301, 200),  # one output unit
+    ([10, 33, 7, 1], "leaky_relu", "mse", 97, 33),                 # odd widths
+    ([1, 7, 1], "tanh", "mse", 13, 5),                             # the smallest
+    ([33, 33, 33, 33], "gelu", "cross_entropy", 70, 7),           # batches of 7
+    ([7, 40, 5], "sigmoid", "binary_cross_entropy", 50, 1),       # one-row batches
+])
+def test_team_epoch_equals_serial_epoch(target, dtype, sizes, activation, loss, n, batch):
+    _require_threads()
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((n, sizes[0])).astype(dtype)
+    y = _targets_for(loss, rng, n, sizes[-1], dtype)
+    for opt_name in OPTIMIZERS:
+        serial = _run(sizes, activation, loss, dtype, 1, opt_name, X, y, batch)
+        for nt in THREADS:
+            _assert_same(serial, _run(sizes, activation, loss, dtype, nt, opt_name, X, y,
+                                      batch))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_team_epoch_with_row_weights_equals_serial(target, dtype):
+    _require_threads()
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((150, 20)).astype(dtype)
+    y = rng.integers(0, 3, 150)
+    w = rng.random(150).astype(dtype)
+    w[:40] = 0    # the first batch of the first epoch may weigh nothing
+    for opt_name in ("sgd", "adam"):
+        serial = _run([20, 17, 3], "relu", "cross_entropy", dtype, 1, opt_name, X, y, 40,
+                      sample_weight=w)
+        _assert_same(serial, _run([20, 17, 3], "relu", "cross_entropy", dtype, 2, opt_name,
+                                  X, y, 40, sample_weight=w))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_team_epoch_large_products_equal_serial(dtype):
+    # W of 300 x 400 is too large for a B shared by the team (gemm_team hands out column
+    # panels), and 900-row batches span several row blocks
+    _require_threads()
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((1000, 300)).astype(dtype)
+    y = rng.integers(0, 40, 1000)
+    for opt_name in ("sgd", "adam"):
+        serial = _run([300, 400, 40], "relu", "cross_entropy", dtype, 1, opt_name, X, y,
+                      900, epochs=1)
+        _assert_same(serial, _run([300, 400, 40], "relu", "cross_entropy", dtype, 2,
+                                  opt_name, X, y, 900, epochs=1))
+
+
+def test_team_epoch_reports_divergence_like_the_serial_one():
+    # a learning rate that overflows float32 parameters within the epoch: both loops stop
+    # at the same step and restore the same parameters
+    _require_threads()
+    rng = np.random.default_rng(4)
+    X = (rng.standard_normal((64, 8)) * 1e3).astype(np.float32)
+    y = (rng.standard_normal((64, 1)) * 1e6).astype(np.float32)
+    results = []
+    for nt in (1, 2):
+        net = fastbp.Network([8, 16, 1], loss="mse", dtype=np.float32, seed=0, n_threads=nt)
+        opt = optim.SGD(lr=1e3)
+        with pytest.raises(ValueError, match="diverged"):
+            net.train_epoch(X, y, optimizer=opt, batch_size=8, shuffle=False)
+        results.append((net, opt))
+    (a, oa), (b, ob) = results
+    for x, y_ in zip(a.weights + a.biases, b.weights + b.biases):
+        np.testing.assert_array_equal(x, y_)
+        assert np.isfinite(x).all()
+    assert oa.t == ob.t
+
+
+def test_sklearn_estimator_is_the_same_for_any_thread_count():
+    pytest.importorskip("sklearn")
+    _require_threads()
+    from fastbp.sklearn import MLPClassifier
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((300, 12)).astype(np.float32)
+    y = rng.integers(0, 4, 300)
+    fits = [MLPClassifier(hidden_layer_sizes=(32, 16), max_iter=15, random_state=0,
+                          n_threads=nt).fit(X, y) for nt in (1, 2)]
+    for a, b in zip(fits[0].coefs_ + fits[0].intercepts_, fits[1].coefs_ + fits[1].intercepts_):
+        np.testing.assert_array_equal(a, b)
+    assert fits[0].loss_curve_ == fits[1].loss_curve_
