@@ -16,6 +16,7 @@ The distributed build never uses -march=native or -ffast-math: a wheel must run 
 x86-64 CPU (SIMD targets are chosen at run time, see the performance roadmap).
 """
 
+import glob
 import os
 import shutil
 import subprocess
@@ -121,6 +122,8 @@ def _extension(name, source):
         name,
         [source],
         include_dirs=[np.get_include(), "src"],
+        # rebuilt when a header or a cimported .pxd changes
+        depends=sorted(glob.glob("src/*.h") + glob.glob("src/*.pxd")),
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_2_0_API_VERSION")],
     )
 
