@@ -254,8 +254,17 @@ class Network:
         """One epoch in compiled code; see fastbp/_training.py. A step that makes the loss
         or a parameter non-finite raises ValueError with the parameters (and optimizer
         state) of the last finite step restored."""
+        order = np.ascontiguousarray(order, dtype=np.int64)
+        run = self._epoch_runner(data, order.shape[0], batch_size, opt, loss_scale, progress)
+        return run(order)
+
+    def _epoch_runner(self, data, n, batch_size, opt, loss_scale=1.0, progress=None):
+        """run(order) -> EpochStats: _epoch over n rows of `data` in `order` (int64,
+        C-contiguous, n long), with everything that stays the same from one epoch to the
+        next prepared once, for loops of many short epochs (fastbp.sklearn's fit: on the
+        small data sets scikit-learn users train on, the per-epoch Python had been a fifth
+        of an epoch). opt.lr may change between calls (learning-rate schedules)."""
         X, labels, Y = self._kernel_targets(data)
-        n = order.shape[0]
         capacity = min(batch_size, n)
         nt = self.n_threads
         lr, state = self._bind_optimizer(opt)
@@ -266,65 +275,81 @@ class Network:
         work = self._work(capacity, nt, input_slot=True)
         label_buf = np.empty(capacity, dtype=np.int64)
         w_buf = np.empty(capacity if data.weights is not None else 0, dtype=self.dtype)
-        order = np.ascontiguousarray(order, dtype=np.int64)
         kind, momentum, nesterov, beta1, beta2, eps = opt._hyper()
         # What a non-finite parameter after a step rolls back to: the epoch is replayed
-        # from here up to the last good step (the kernels are deterministic). Plain SGD's
-        # steps are fused into the weight products and never touch the weight part of the
-        # gradient buffer, so the weights are saved there: no memory beyond the biases.
+        # from its start up to the last good step (the kernels are deterministic). Plain
+        # SGD's steps are fused into the weight products and never touch the weight part
+        # of the gradient buffer, so the weights are saved there: no memory beyond the
+        # biases. The copies go into buffers made once.
         fused = kind == 1 and not state and opt.l2 == 0
-        t_saved = opt.t
         if fused:
-            np.copyto(self._grads, self._params)
-            saved_biases = [b.copy() for b in self.biases]
-            saved_state = ()
+            saved_biases = [np.empty_like(b) for b in self.biases]
         else:
-            saved_params = self._params.copy()
-            saved_state = tuple(b.copy() for b in state)
-
-        def restore():
-            if fused:
-                for W, saved in zip(self.weights, self._views(self._grads)[0]):
-                    W[...] = saved
-                for b, saved in zip(self.biases, saved_biases):
-                    b[...] = saved
-            else:
-                self._params[...] = saved_params
-            for b, saved in zip(state, saved_state):
-                b[...] = saved
-            opt.t = t_saved
-
+            saved_params = np.empty_like(self._params)
+            saved_state = tuple(np.empty_like(b) for b in state)
         steps_done = np.zeros(1, dtype=np.int64)    # kept current by the compiled loop
+        checked_lr = [opt.lr, lr]
 
-        def run(rows):
-            return _network.train_epoch(
-                self._params, self._grads, s1, s2, work, label_buf, w_buf, self._sizes,
-                self._acts, self._loss_code, data.X, labels, Y, weights, rows, capacity,
-                kind, lr, momentum, nesterov, beta1, beta2, eps, t_saved, loss_scale,
-                opt.l2, opt.l2_per_sample, nt, steps_done, progress)
+        def run(order):
+            if opt.lr != checked_lr[0]:
+                checked_lr[1] = check_lr(opt.lr, self.dtype)
+                checked_lr[0] = opt.lr
+            lr = checked_lr[1]
+            t_saved = opt.t
+            if fused:
+                np.copyto(self._grads, self._params)
+                for b, saved in zip(self.biases, saved_biases):
+                    np.copyto(saved, b)
+            else:
+                np.copyto(saved_params, self._params)
+                for b, saved in zip(state, saved_state):
+                    np.copyto(saved, b)
 
-        t0 = time.perf_counter()
-        try:
-            total, total_penalty, done, steps, status = run(order)
-            seconds = time.perf_counter() - t0
-            if status == 2:
-                restore()
-                if done:
-                    total, total_penalty, done, steps, status = run(order[:done])
+            def restore():
+                if fused:
+                    for W, saved in zip(self.weights, self._views(self._grads)[0]):
+                        W[...] = saved
+                    for b, saved in zip(self.biases, saved_biases):
+                        b[...] = saved
+                else:
+                    self._params[...] = saved_params
+                    for b, saved in zip(state, saved_state):
+                        b[...] = saved
+                opt.t = t_saved
+
+            def compiled(rows):
+                return _network.train_epoch(
+                    self._params, self._grads, s1, s2, work, label_buf, w_buf, self._sizes,
+                    self._acts, self._loss_code, data.X, labels, Y, weights, rows, capacity,
+                    kind, lr, momentum, nesterov, beta1, beta2, eps, t_saved, loss_scale,
+                    opt.l2, opt.l2_per_sample, nt, steps_done, progress)
+
+            t0 = time.perf_counter()
+            try:
+                total, total_penalty, done, steps, status = compiled(order)
+                seconds = time.perf_counter() - t0
+                if status == 2:
+                    restore()
+                    if done:
+                        total, total_penalty, done, steps, status = compiled(order[:done])
+                    opt.t = t_saved + steps
+                    raise_diverged(self, f"batch {steps + 1} of this epoch", lr,
+                                   parameters=True)
                 opt.t = t_saved + steps
-                raise_diverged(self, f"batch {steps + 1} of this epoch", lr, parameters=True)
-            opt.t = t_saved + steps
-        except BaseException:
-            # Ctrl-C (or an exception from a callback) between two steps: the parameters
-            # and the optimizer's buffers hold every completed step, and so must its step
-            # count (Adam's bias correction depends on it). An assignment, not an
-            # increment, so that it holds wherever in this block the exception came.
-            opt.t = t_saved + int(steps_done[0])
-            raise
-        if status == 1:
-            raise_diverged(self, f"batch {steps + 1} of this epoch", lr)
-        return EpochStats((total + total_penalty) / done, total / loss_scale / done,
-                          total_penalty / done, done, seconds)
+            except BaseException:
+                # Ctrl-C (or an exception from a callback) between two steps: the
+                # parameters and the optimizer's buffers hold every completed step, and so
+                # must its step count (Adam's bias correction depends on it). An
+                # assignment, not an increment, so that it holds wherever in this block
+                # the exception came.
+                opt.t = t_saved + int(steps_done[0])
+                raise
+            if status == 1:
+                raise_diverged(self, f"batch {steps + 1} of this epoch", lr)
+            return EpochStats((total + total_penalty) / done, total / loss_scale / done,
+                              total_penalty / done, done, seconds)
+
+        return run
 
     # -- public API --------------------------------------------------------------------
 

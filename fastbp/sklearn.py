@@ -353,6 +353,8 @@ class _BaseMLP(BaseEstimator):
         # checked and converted once here (train_epoch would check X in every epoch: a
         # tenth of an epoch's time on data this small)
         data = net._prepare(X, targets, sample_weight)
+        # buffers, thread count and optimizer bound once for all epochs
+        run_epoch = net._epoch_runner(data, n_samples, batch_size, opt, loss_scale)
         improved = False
         try:
             self.n_iter_ = 0
@@ -366,10 +368,11 @@ class _BaseMLP(BaseEstimator):
                     self._random_state.shuffle(perm)
                     sample_idx = sample_idx[perm]
                 order = sample_idx if train_rows is None else train_rows[sample_idx]
+                order = np.ascontiguousarray(order, dtype=np.int64)
                 try:
                     # the data were checked once, before the loop; the order is ours
                     with net._lock:
-                        stats = net._epoch(data, order, batch_size, opt, loss_scale)
+                        stats = run_epoch(order)
                 except ValueError as exc:
                     if "diverged" not in str(exc):
                         raise
