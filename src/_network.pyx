@@ -308,6 +308,37 @@ cdef double loss_and_gradient_team(Team* team, const Plan* p, floating* params,
     return value
 
 
+# Threads join the epoch's team only for this many multiply-adds each per step (forward,
+# weight and input gradients of a full batch). A step is some twenty dependent pieces with
+# a barrier after each, and the team pays for every hiccup of either core: on the 2-vCPU
+# guest these were measured on, a 64-128-64-10 network at batch 200 (8.6M multiply-adds a
+# step) trained 1.2-1.45x faster on two threads, 30-128-64-1 (6.5M) and 10-128-64-1 (5.5M)
+# between 0.8x and 1.35x from run to run; below the threshold the serial loop runs.
+cdef Py_ssize_t TEAM_MIN_MACS_PER_THREAD = 7 << 19      # 3.5 Mi
+
+
+def set_team_min_macs(Py_ssize_t macs):
+    """Set TEAM_MIN_MACS_PER_THREAD, returning the previous value: for the tests, which
+    run the team on small networks with 0."""
+    global TEAM_MIN_MACS_PER_THREAD
+    previous = TEAM_MIN_MACS_PER_THREAD
+    TEAM_MIN_MACS_PER_THREAD = max(macs, 0)
+    return previous
+
+
+cpdef int team_size(const Py_ssize_t[::1] sizes, Py_ssize_t batch_size,
+                   int n_threads) noexcept:
+    # The threads of the epoch's team (see TEAM_MIN_MACS_PER_THREAD); under 2: no team.
+    cdef Py_ssize_t l, macs = 0, L = sizes.shape[0] - 1
+    if not FASTBP_TEAM_AVAILABLE or n_threads < 2:
+        return 1
+    for l in range(L):
+        macs += sizes[l] * sizes[l + 1] * (3 if l > 0 else 2)
+    if TEAM_MIN_MACS_PER_THREAD == 0:
+        return n_threads
+    return <int>max(1, min(<Py_ssize_t>n_threads, macs * batch_size // TEAM_MIN_MACS_PER_THREAD))
+
+
 cdef struct EpochShared:
     fastbp_team_sync sync
     bint stop                    # thread 0's signal check raised: all stop at the barrier
@@ -526,10 +557,11 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
     cdef double* rows = NULL
     cdef floating flag[1]
     cdef object error
+    cdef int team = team_size(sizes, batch_size, n_threads)
     steps_done[0] = 0
     make_plan(&p, sizes, acts, loss, batch_size, True, n_threads)
     try:
-        if n_threads >= 2 and FASTBP_TEAM_AVAILABLE and n > 0:
+        if team >= 2 and n > 0:
             # one parallel region for the whole epoch (see epoch_thread)
             rows = <double*>malloc(batch_size * sizeof(double))
             if rows == NULL:
@@ -540,7 +572,7 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
             sh.progress = <PyObject*>progress if progress is not None else NULL
             sh.steps_done = &steps_done[0]
             flag[0] = 0
-            with nogil, parallel(num_threads=n_threads):
+            with nogil, parallel(num_threads=team):
                 epoch_thread(&sh, &p, &params[0], &grads[0], s1, s2, &work[0],
                              &label_buf[0], wb, &X[0, 0], lab, ys, w, &order[0], n,
                              batch_size, &o, lr, t0, &obj, flag, rows, threadid())

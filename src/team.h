@@ -48,7 +48,7 @@
 /* Checks of the barrier's generation with a pause in between before a waiting thread
  * starts yielding its core: about 10-30 microseconds (a Zen 3 or Skylake pause is tens
  * of cycles), longer than a well-balanced step keeps a thread waiting. */
-enum { FASTBP_TEAM_SPIN = 2048 };
+enum { FASTBP_TEAM_SPIN = 128 };
 
 typedef struct {
     int count;    /* threads arrived at the current barrier */

@@ -24,6 +24,16 @@ DTYPES = [np.float32, np.float64]
 THREADS = [2, 3]
 
 
+@pytest.fixture(autouse=True)
+def team_for_any_size():
+    # train_epoch forms a team only for steps of enough work (TEAM_MIN_MACS_PER_THREAD);
+    # these tests make it form one for every size, down to one-unit layers
+    from fastbp import _network
+    previous = _network.set_team_min_macs(0)
+    yield
+    _network.set_team_min_macs(previous)
+
+
 @pytest.fixture(params=TARGETS)
 def target(request):
     before = _dispatch.current_target()
@@ -150,6 +160,21 @@ def test_team_epoch_reports_divergence_like_the_serial_one():
         np.testing.assert_array_equal(x, y_)
         assert np.isfinite(x).all()
     assert oa.t == ob.t
+
+
+def test_team_threshold_keeps_small_steps_serial():
+    # 64-128-64-10 at batch 200 is 8.6M multiply-adds a step: a team of two from 3.5Mi
+    # each; 10-128-64-1 (5.5M) stays on one thread; batch 1 of either too
+    from fastbp import _network
+    _network.set_team_min_macs(7 << 19)
+    sizes = lambda *s: np.array(s, dtype=np.intp)
+    assert _network.team_size(sizes(64, 128, 64, 10), 200, 2) == 2
+    assert _network.team_size(sizes(64, 128, 64, 10), 200, 16) == 2
+    assert _network.team_size(sizes(10, 128, 64, 1), 200, 2) == 1
+    assert _network.team_size(sizes(64, 128, 64, 10), 1, 2) == 1
+    assert _network.team_size(sizes(64, 128, 64, 10), 200, 1) == 1
+    _network.set_team_min_macs(0)
+    assert _network.team_size(sizes(1, 1), 1, 3) == 3
 
 
 def test_sklearn_estimator_is_the_same_for_any_thread_count():
