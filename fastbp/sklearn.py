@@ -58,6 +58,27 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 
 
+def _binarize_fitted_labels(binarizer, y):
+    """binarizer.transform(y).astype(bool) for the y it was just fitted on, when y is
+    a 1-d array of integer, boolean or string labels of two or more classes, else None.
+    The same matrix from the class indices that np.searchsorted finds (checked to give y
+    back): LabelBinarizer.transform's own checks had been two thirds of the fixed cost of
+    a fit on breast_cancer (about 4 of 6 ms)."""
+    classes = binarizer.classes_
+    if (y.ndim != 1 or y.dtype.kind not in "biuU" or len(classes) < 2
+            or binarizer.y_type_ not in ("binary", "multiclass") or binarizer.sparse_output
+            or binarizer.neg_label != 0 or binarizer.pos_label != 1):
+        return None
+    idx = np.searchsorted(classes, y)
+    if idx.size and (idx.max() >= len(classes) or not np.array_equal(classes[idx], y)):
+        return None
+    if binarizer.y_type_ == "binary":
+        return (idx == 1).reshape(-1, 1)
+    Y = np.zeros((y.shape[0], len(classes)), dtype=bool)
+    Y[np.arange(y.shape[0]), idx] = True
+    return Y
+
+
 def _lbfgs_error(estimator):
     name = type(estimator).__name__
     return ValueError(
@@ -618,6 +639,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_
+            fast = _binarize_fitted_labels(self._label_binarizer, y)
+            if fast is not None:
+                return X, fast
         else:
             classes = unique_labels(y)
             if self.warm_start:

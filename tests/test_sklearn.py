@@ -514,3 +514,34 @@ def test_dataframe_feature_names():
         np.testing.assert_array_equal(est.predict(df), est.predict(X))
     with pytest.raises(ValueError, match="feature names"):
         est.predict(df.rename(columns={"f0": "other"}))
+
+
+@pytest.mark.parametrize("y", [
+    np.array([0, 1, 1, 0, 1]), np.arange(12) % 5, np.array([-3, 2, 2, -3], dtype=np.int8),
+    np.array(["b", "a", "c", "a"]), np.array(["x", "y", "y"]), np.array([True, False, True]),
+    np.array([5, 6, 6], dtype=np.uint16),
+], ids=["binary", "multiclass", "int8", "strings", "two_strings", "bool", "uint16"])
+def test_fast_label_binarizing_equals_label_binarizer(y):
+    from sklearn.preprocessing import LabelBinarizer
+    from fastbp.sklearn import _binarize_fitted_labels
+    lb = LabelBinarizer().fit(y)
+    fast = _binarize_fitted_labels(lb, y)
+    assert fast is not None
+    np.testing.assert_array_equal(fast, lb.transform(y).astype(bool))
+    assert fast.dtype == bool
+
+
+@pytest.mark.parametrize("y", [
+    np.array([3, 3, 3]),                                   # one class
+    np.array([[0, 1], [1, 1], [1, 0]]),                    # multi-label
+    np.array(["a", 1, "a"], dtype=object),                 # mixed objects
+    np.array([0.0, 1.0, 1.0]),                             # float labels
+], ids=["one_class", "multilabel", "object", "float"])
+def test_fast_label_binarizing_leaves_other_labels_to_label_binarizer(y):
+    from sklearn.preprocessing import LabelBinarizer
+    from fastbp.sklearn import _binarize_fitted_labels
+    try:
+        lb = LabelBinarizer().fit(y)
+    except (ValueError, TypeError):
+        pytest.skip("scikit-learn rejects these labels")
+    assert _binarize_fitted_labels(lb, y) is None
