@@ -75,7 +75,7 @@ def output_loss_gradient(floating[:, ::1] dZ, const floating[:, ::1] Z,
     cdef const floating* ys = &Y[0, 0] if Y.shape[0] > 0 else NULL
     with nogil:
         value = loss_and_output_gradient(&dZ[0, 0], &Z[0, 0], &A[0, 0], lab, ys, NULL,
-                                         B, N, loss, out_act, 1.0)
+                                         B, N, loss, out_act, 1.0, False)
     return value
 
 

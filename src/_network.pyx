@@ -185,7 +185,7 @@ cdef double loss_and_gradient(const Plan* p, floating* params, floating* grads,
     dZ = work + p.dz_off[(L - 1) % 2] if grads != NULL else NULL
     value = loss_and_output_gradient(dZ, work + p.z_off[L - 1], work + p.a_off[L],
                                      labels, Y, w, B, p.sizes[L], p.loss, p.acts[L - 1],
-                                     obj.scale)
+                                     obj.scale, True)
     if grads == NULL or (o.kind != OPT_NONE and not isfinite(value)):
         # A non-finite loss before a training step means training diverged: leave the
         # parameters as they are. (Asked only for gradients, compute them anyway: they

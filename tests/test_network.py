@@ -349,3 +349,25 @@ def test_threadpoolctl_sees_and_limits_fastbps_openmp():
     assert fastbp.Network([4, 4], seed=0, n_threads=-1).n_threads >= 1
     with pytest.raises(ValueError, match="n_threads"):
         fastbp.Network([4, 4], n_threads=0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("scale", [1e-3, 1.0, 30.0, 1e3])
+def test_cross_entropy_loss_from_the_softmax_matches_log_sum_exp(dtype, scale):
+    """The training loop takes each row's log-sum-exp from the forward pass's softmax (the
+    maximum's output is 1/sum): held against an exact float64 log-sum-exp of the same
+    logits, for logits from nearly equal to a thousand apart. Error bound: the softmax's
+    rounding, a few epsilons of the dtype times (|lse| + 1) per row."""
+    rng = np.random.default_rng(7)
+    net = fastbp.Network([5, 9], activation="identity", loss="cross_entropy", dtype=dtype,
+                         seed=0)
+    net.weights[0][...] = (rng.standard_normal((5, 9)) * scale).astype(dtype)
+    net.biases[0][...] = 0
+    X = rng.standard_normal((40, 5)).astype(dtype)
+    y = rng.integers(0, 9, 40)
+    Z = (X @ net.weights[0]).astype(np.float64)          # the logits, rounded to the dtype
+    m = Z.max(axis=1)
+    lse = m + np.log(np.exp(Z - m[:, None]).sum(axis=1))
+    exact = np.mean(lse - Z[np.arange(40), y])
+    bound = 8 * np.finfo(dtype).eps * (np.mean(np.abs(lse)) + 1)
+    assert abs(net.loss(X, y) - exact) <= bound
