@@ -545,3 +545,33 @@ def test_fast_label_binarizing_leaves_other_labels_to_label_binarizer(y):
     except (ValueError, TypeError):
         pytest.skip("scikit-learn rejects these labels")
     assert _binarize_fitted_labels(lb, y) is None
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 7, 200, 331, 1347])
+@pytest.mark.parametrize("seed", [0, 1, 12345])
+def test_compiled_shuffle_draws_what_random_state_shuffle_draws(n, seed):
+    # fastbp.sklearn shuffles its rows every epoch in compiled code; scikit-learn's
+    # parity needs the very permutation RandomState.shuffle makes, and the generator left
+    # in the same state
+    from fastbp import _network
+    from fastbp.sklearn import _fast_shuffle_matches, _shuffled_range
+    assert _fast_shuffle_matches()
+    a, b, c = (np.random.RandomState(seed) for _ in range(3))
+    expected = np.arange(n)
+    a.shuffle(expected)
+    got = np.arange(n, dtype=np.int64)
+    with b._bit_generator.lock:
+        _network.shuffle_like_random_state(b._bit_generator.capsule, got)
+    np.testing.assert_array_equal(got, expected)
+    np.testing.assert_array_equal(_shuffled_range(c, n), expected)
+    assert a.random_sample() == b.random_sample() == c.random_sample()
+
+
+def test_shuffle_falls_back_for_other_generators():
+    from fastbp.sklearn import _shuffled_range
+
+    class Recorder:
+        def shuffle(self, x):
+            x[:] = x[::-1]
+
+    np.testing.assert_array_equal(_shuffled_range(Recorder(), 4), [3, 2, 1, 0])
