@@ -1,7 +1,7 @@
 """fastbp.sklearn against scikit-learn's MLP on scikit-learn's bundled data sets.
 
-    python benchmarks/bench_sklearn.py                     # 1 thread, seeds 0 1 2
-    python benchmarks/bench_sklearn.py --threads 2 --seeds 0 1 2 3 4
+    python benchmarks/bench_sklearn.py --float32           # all cores, seeds 0 1 2
+    python benchmarks/bench_sklearn.py --float32 --threads 1 --seeds 0 1 2 3 4
 
 For each data set (digits and breast_cancer: classification, accuracy; diabetes:
 regression, R^2, see below) and each seed: a 75/25 split (stratified for classification) with that
@@ -22,8 +22,9 @@ about 0. Predictions are mapped back to the original scale before R^2 is compute
 unchanged when truth and prediction go through the same affine map, so it is the same on
 either scale).
 
---threads N gives fastbp N threads (n_threads=N) and limits scikit-learn's BLAS to N
-threads (threadpoolctl, when installed). Both train in float64 unless --float32 (then X
+By default both libraries run as they do out of the box, on all the machine's cores
+(fastbp's n_threads=None, scikit-learn's BLAS unlimited). --threads N gives fastbp N threads
+(n_threads=N) and limits scikit-learn's BLAS to N threads (threadpoolctl, when installed). Both train in float64 unless --float32 (then X
 is float32 for both, and both train in float32); --fastbp-float32 keeps X float64 and
 scikit-learn in float64 but gives fastbp dtype=np.float32 (its extra parameter).
 """
@@ -94,6 +95,9 @@ def _fit_and_score(make, X_tr, X_te, y_tr, y_te, task, standardize_y):
 
 
 def _blas_limit(threads):
+    if threads is None:
+        import contextlib
+        return contextlib.nullcontext()
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:
@@ -141,7 +145,7 @@ def run(datasets, seeds, threads, dtype, fastbp_dtype=None, out=sys.stdout):
 
     print(f"fastbp {fastbp.__version__}, scikit-learn {sklearn.__version__}, numpy "
           f"{np.__version__}, Python {platform.python_version()}, {platform.machine()}, "
-          f"{os.cpu_count()} CPUs; threads={threads}, X dtype={np.dtype(dtype).name}, "
+          f"{os.cpu_count()} CPUs; threads={'all' if threads is None else threads}, X dtype={np.dtype(dtype).name}, "
           f"fastbp dtype={'as X' if fastbp_dtype is None else np.dtype(fastbp_dtype).name}, "
           f"seeds={list(seeds)}; hidden_layer_sizes=(128, 64), max_iter=200, adam defaults",
           file=out)
@@ -168,13 +172,14 @@ def main(argv=None):
     names = ["digits", "breast_cancer", "diabetes", "diabetes_std"]
     parser.add_argument("--datasets", nargs="+", default=names, choices=names)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--threads", type=int, default=1,
-                        help="fastbp's n_threads and the BLAS thread limit for scikit-learn")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="fastbp's n_threads and the BLAS thread limit for scikit-learn "
+                             "(default: neither limited, all cores)")
     parser.add_argument("--float32", action="store_true", help="train both in float32")
     parser.add_argument("--fastbp-float32", action="store_true",
                         help="fastbp trains in float32 (dtype=np.float32), scikit-learn in float64")
     args = parser.parse_args(argv)
-    if args.threads < 1:
+    if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
     if args.float32 and args.fastbp_float32:
         parser.error("--float32 already trains fastbp in float32")
