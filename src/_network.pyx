@@ -50,7 +50,7 @@ from _dense cimport (dense_forward_team, weight_gradient_team, weight_update_tea
                      input_gradient_team)
 from _losses cimport loss_and_output_gradient_team
 from _team cimport (Team, fastbp_team_sync, fastbp_team_sync_init, fastbp_team_size,
-                    team_barrier, team_share, FASTBP_TEAM_AVAILABLE)
+                    fastbp_team_yielding_ns, team_barrier, team_share, FASTBP_TEAM_AVAILABLE)
 
 
 cdef struct Plan:
@@ -310,21 +310,48 @@ cdef double loss_and_gradient_team(Team* team, const Plan* p, floating* params,
 
 
 # Threads join the epoch's team only for this many multiply-adds each per step (forward,
-# weight and input gradients of a full batch). A step is some twenty dependent pieces with
-# a barrier after each, and the team pays for every hiccup of either core: on the 2-vCPU
-# guest these were measured on, a 64-128-64-10 network at batch 200 (8.6M multiply-adds a
-# step) trained 1.2-1.45x faster on two threads, 30-128-64-1 (6.5M) and 10-128-64-1 (5.5M)
-# between 0.8x and 1.35x from run to run; below the threshold the serial loop runs.
-cdef Py_ssize_t TEAM_MIN_MACS_PER_THREAD = 7 << 19      # 3.5 Mi
+# weight and input gradients of a full batch), as products get threads only from
+# GEMM_MACS_PER_THREAD: a step is some twenty dependent pieces with a barrier after each,
+# and below this the barriers cost more than the threads save. Measured on the 2-vCPU
+# guest, fastbp.sklearn on two threads against one (medians of four fits of each): the
+# 30-128-64-1 network of breast_cancer (6.5M multiply-adds a step) 0.089 s against
+# 0.117 s, the 10-128-64-1 of diabetes (5.5M) 0.118 s against 0.120 s, 64-128-64-10 at
+# batch 200 (8.6M) 1.2-1.45x faster. Single fits on that machine ranged from 0.7x to 1.6x
+# of the one-thread time: a team depends on both cores running, see TEAM_MAX_YIELDING.
+cdef Py_ssize_t TEAM_MIN_MACS_PER_THREAD = 1 << 20      # 1 Mi
 
 
-def set_team_min_macs(Py_ssize_t macs):
-    """Set TEAM_MIN_MACS_PER_THREAD, returning the previous value: for the tests, which
-    run the team on small networks with 0."""
-    global TEAM_MIN_MACS_PER_THREAD
-    previous = TEAM_MIN_MACS_PER_THREAD
-    TEAM_MIN_MACS_PER_THREAD = max(macs, 0)
+# A team waits at each barrier for its slowest thread. When another process holds one of
+# the cores, that thread is often not running, and the team ran 8x slower than one thread
+# (a 10-128-64-1 network beside a busy loop on a 2-core guest). So thread 0 watches the
+# time the threads spend waiting beyond the barrier's spin: past TEAM_MAX_YIELDING of
+# their time, over SIGNAL_CHECK_S within an epoch or over a whole shorter epoch, the
+# epoch goes on (or the next ones run) on one thread, and the team is tried again after
+# TEAM_RETRY_S. Results do not depend on which way an epoch runs.
+cdef double TEAM_MAX_YIELDING = 0.25
+cdef double TEAM_RETRY_S = 1.0
+cdef double team_blocked_until = 0    # fastbp_now() before which epochs run on one thread
+
+
+def set_team_policy(min_macs=None, max_yielding=None):
+    """Set TEAM_MIN_MACS_PER_THREAD and TEAM_MAX_YIELDING (None: unchanged) and clear a
+    fallback to one thread; returns the previous (min_macs, max_yielding). For the tests,
+    which run the team on small networks with min_macs=0, and whatever the machine's load
+    with max_yielding=inf."""
+    global TEAM_MIN_MACS_PER_THREAD, TEAM_MAX_YIELDING, team_blocked_until
+    previous = (TEAM_MIN_MACS_PER_THREAD, TEAM_MAX_YIELDING)
+    if min_macs is not None:
+        TEAM_MIN_MACS_PER_THREAD = max(<Py_ssize_t>min_macs, 0)
+    if max_yielding is not None:
+        TEAM_MAX_YIELDING = max_yielding
+    team_blocked_until = 0
     return previous
+
+
+def team_fallback_active():
+    """Whether epochs now run on one thread because a recent team waited too long (see
+    TEAM_MAX_YIELDING)."""
+    return fastbp_now() < team_blocked_until
 
 
 cpdef int team_size(const Py_ssize_t[::1] sizes, Py_ssize_t batch_size,
@@ -343,6 +370,9 @@ cpdef int team_size(const Py_ssize_t[::1] sizes, Py_ssize_t batch_size,
 cdef struct EpochShared:
     fastbp_team_sync sync
     bint stop                    # thread 0's signal check raised: all stop at the barrier
+    bint fallback                # the team is too slow here: all stop, the epoch goes on
+                                 # on one thread (see TEAM_MAX_YIELDING)
+    bint contended               # the epoch's waits were past TEAM_MAX_YIELDING
     PyObject* error              # the exception it raised (a new reference), or NULL
     PyObject* progress           # borrowed, or NULL
     int64_t* steps_done
@@ -380,24 +410,32 @@ cdef void epoch_thread(EpochShared* sh, const Plan* p, floating* params, floatin
     cdef Team team
     cdef OptStep o = o_in[0]
     cdef Py_ssize_t start = 0, n_steps = 0, B, lo, hi
-    cdef double total = 0, total_penalty = 0, value, penalty, next_check
+    cdef double total = 0, total_penalty = 0, value, penalty, next_check, now
+    cdef double began = fastbp_now(), last_check = began
+    cdef long long yielded = 0, yielded_now
     cdef int status = 0
     cdef bint bad = False
     team.tid = tid
     team.n = fastbp_team_size()
     team.sync = &sh.sync
     team.base = 0
-    next_check = fastbp_now() + SIGNAL_CHECK_S
+    next_check = began + SIGNAL_CHECK_S
     while start < n:
         B = min(batch_size, n - start)
         if tid == 0 and n_steps > 0 and fastbp_now() >= next_check:
             if team_checks(sh.progress, start, &sh.error):
                 sh.stop = True
-            next_check = fastbp_now() + SIGNAL_CHECK_S
+            now = fastbp_now()
+            yielded_now = fastbp_team_yielding_ns(&sh.sync)
+            if (yielded_now - yielded) * 1e-9 > TEAM_MAX_YIELDING * team.n * (now - last_check):
+                sh.fallback = True
+            yielded = yielded_now
+            last_check = now
+            next_check = now + SIGNAL_CHECK_S
         team_share(&team, B, &lo, &hi)
         gather_batch(p, work, label_buf, wb, X, lab, ys, w, order + start, lo, hi)
         team_barrier(&team)
-        if sh.stop:
+        if sh.stop or sh.fallback:
             break
         if o.kind == OPT_ADAM:
             adam_set_step(&o, lr, t0 + n_steps + 1)
@@ -418,8 +456,12 @@ cdef void epoch_thread(EpochShared* sh, const Plan* p, floating* params, floatin
         if tid == 0:
             sh.steps_done[0] = n_steps
     if tid == 0:
-        if status == 0 and not sh.stop and fastbp_now() >= next_check:
+        now = fastbp_now()
+        if status == 0 and not sh.stop and not sh.fallback and now >= next_check:
             team_checks(sh.progress, start, &sh.error)
+        if (fastbp_team_yielding_ns(&sh.sync) * 1e-9
+                > TEAM_MAX_YIELDING * team.n * (now - began)):
+            sh.contended = True
         sh.total = total
         sh.total_penalty = total_penalty
         sh.start = start
@@ -558,17 +600,20 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
     cdef double* rows = NULL
     cdef floating flag[1]
     cdef object error
+    global team_blocked_until
     cdef int team = team_size(sizes, batch_size, n_threads)
     steps_done[0] = 0
     make_plan(&p, sizes, acts, loss, batch_size, True, n_threads)
     try:
-        if team >= 2 and n > 0:
+        if team >= 2 and n > 0 and fastbp_now() >= team_blocked_until:
             # one parallel region for the whole epoch (see epoch_thread)
             rows = <double*>malloc(batch_size * sizeof(double))
             if rows == NULL:
                 raise MemoryError()
             fastbp_team_sync_init(&sh.sync)
             sh.stop = False
+            sh.fallback = False
+            sh.contended = False
             sh.error = NULL
             sh.progress = <PyObject*>progress if progress is not None else NULL
             sh.steps_done = &steps_done[0]
@@ -577,11 +622,19 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
                 epoch_thread(&sh, &p, &params[0], &grads[0], s1, s2, &work[0],
                              &label_buf[0], wb, &X[0, 0], lab, ys, w, &order[0], n,
                              batch_size, &o, lr, t0, &obj, flag, rows, threadid())
+            if sh.fallback or sh.contended:
+                team_blocked_until = fastbp_now() + TEAM_RETRY_S
             if sh.error != NULL:
                 error = <object>sh.error
                 Py_XDECREF(sh.error)
                 raise error
-            return sh.total, sh.total_penalty, sh.start, sh.n_steps, sh.status
+            if not sh.fallback or sh.status != 0:
+                return sh.total, sh.total_penalty, sh.start, sh.n_steps, sh.status
+            # the rest of the epoch on this thread, from where the team stopped
+            total = sh.total
+            total_penalty = sh.total_penalty
+            start = sh.start
+            n_steps = sh.n_steps
         with nogil:
             next_check = fastbp_now() + SIGNAL_CHECK_S
             while start < n:

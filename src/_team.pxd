@@ -10,6 +10,7 @@ cdef extern from "team.h" nogil:
     int fastbp_team_size()
     void fastbp_team_barrier(fastbp_team_sync* s, int n)
     long fastbp_team_ticket(fastbp_team_sync* s)
+    long long fastbp_team_yielding_ns(fastbp_team_sync* s)
     enum:
         FASTBP_TEAM_AVAILABLE
 

@@ -54,6 +54,7 @@ typedef struct {
     int count;    /* threads arrived at the current barrier */
     int gen;      /* barriers completed */
     long tickets; /* work units handed out so far (see fastbp_team_ticket) */
+    long long yielding_ns; /* time all threads spent waiting past the spin, in total */
 } fastbp_team_sync;
 
 static void fastbp_team_sync_init(fastbp_team_sync *s)
@@ -61,6 +62,29 @@ static void fastbp_team_sync_init(fastbp_team_sync *s)
     s->count = 0;
     s->gen = 0;
     s->tickets = 0;
+    s->yielding_ns = 0;
+}
+
+#if FASTBP_TEAM_AVAILABLE
+#include <time.h>
+static long long fastbp_team_clock_ns(void)
+{
+    struct timespec ts;
+    timespec_get(&ts, TIME_UTC);
+    return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+#endif
+
+/* Time the team's threads have spent waiting at barriers beyond the short spin, summed
+ * over threads: on an idle machine a few percent of the threads' time (uneven shares);
+ * when another process holds one of the cores, most of it. */
+static long long fastbp_team_yielding_ns(fastbp_team_sync *s)
+{
+#if FASTBP_TEAM_AVAILABLE
+    return __atomic_load_n(&s->yielding_ns, __ATOMIC_RELAXED);
+#else
+    return s->yielding_ns;
+#endif
 }
 
 /* Threads in the enclosing parallel region (1 outside one, or without OpenMP). */
@@ -94,7 +118,11 @@ static void fastbp_team_barrier(fastbp_team_sync *s, int n)
             spins++;
             FASTBP_RELAX();
         } else {
-            FASTBP_YIELD();
+            long long t0 = fastbp_team_clock_ns();
+            while (__atomic_load_n(&s->gen, __ATOMIC_ACQUIRE) == gen)
+                FASTBP_YIELD();
+            __atomic_add_fetch(&s->yielding_ns, fastbp_team_clock_ns() - t0, __ATOMIC_RELAXED);
+            return;
         }
     }
 #else

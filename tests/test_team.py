@@ -13,6 +13,8 @@ for several GEMM row blocks. Three threads on a two-core machine check that a te
 than the machine still agrees (and does not deadlock).
 """
 
+import time
+
 import numpy as np
 import pytest
 
@@ -26,12 +28,13 @@ THREADS = [2, 3]
 
 @pytest.fixture(autouse=True)
 def team_for_any_size():
-    # train_epoch forms a team only for steps of enough work (TEAM_MIN_MACS_PER_THREAD);
-    # these tests make it form one for every size, down to one-unit layers
+    # train_epoch forms a team only for steps of enough work (TEAM_MIN_MACS_PER_THREAD)
+    # and leaves it for one thread when the machine is busy (TEAM_MAX_YIELDING); these
+    # tests make it form one for every size, down to one-unit layers, whatever the load
     from fastbp import _network
-    previous = _network.set_team_min_macs(0)
+    previous = _network.set_team_policy(0, float("inf"))
     yield
-    _network.set_team_min_macs(previous)
+    _network.set_team_policy(*previous)
 
 
 @pytest.fixture(params=TARGETS)
@@ -162,18 +165,47 @@ def test_team_epoch_reports_divergence_like_the_serial_one():
     assert oa.t == ob.t
 
 
-def test_team_threshold_keeps_small_steps_serial():
-    # 64-128-64-10 at batch 200 is 8.6M multiply-adds a step: a team of two from 3.5Mi
-    # each; 10-128-64-1 (5.5M) stays on one thread; batch 1 of either too
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_team_falling_back_to_one_thread_mid_epoch_equals_serial(dtype):
+    # With TEAM_MAX_YIELDING below zero every check finds the team too slow: at its first
+    # check (after SIGNAL_CHECK_S = 20 ms of an epoch that lasts longer) the team stops
+    # and the epoch goes on on one thread from that step; later epochs start on one
+    # thread. The same bits as the serial epoch either way.
+    _require_threads()
     from fastbp import _network
-    _network.set_team_min_macs(7 << 19)
+    rng = np.random.default_rng(6)
+    X = rng.standard_normal((6000, 300)).astype(dtype)
+    y = rng.integers(0, 40, 6000)
+    serial = _run([300, 400, 40], "relu", "cross_entropy", dtype, 1, "adam", X, y, 50,
+                  epochs=1)
+    _network.set_team_policy(0, -1.0)
+    assert not _network.team_fallback_active()
+    t0 = time.perf_counter()
+    team = _run([300, 400, 40], "relu", "cross_entropy", dtype, 2, "adam", X, y, 50,
+                epochs=1)
+    assert time.perf_counter() - t0 > 0.05     # long enough for a check mid-epoch
+    assert _network.team_fallback_active()
+    _assert_same(serial, team)
+    # and an epoch that starts on one thread because of it
+    _assert_same(_run([300, 400, 40], "relu", "cross_entropy", dtype, 1, "adam", X, y, 50,
+                      epochs=2),
+                 _run([300, 400, 40], "relu", "cross_entropy", dtype, 2, "adam", X, y, 50,
+                      epochs=2))
+
+
+def test_team_threshold_keeps_small_steps_serial():
+    # 64-128-64-10 at batch 200 is 8.6M multiply-adds a step: up to 8 threads at 1Mi
+    # each; 64-32-10 at batch 16 (81K) stays on one thread; batch 1 too
+    from fastbp import _network
+    _network.set_team_policy(1 << 20)
     sizes = lambda *s: np.array(s, dtype=np.intp)
     assert _network.team_size(sizes(64, 128, 64, 10), 200, 2) == 2
-    assert _network.team_size(sizes(64, 128, 64, 10), 200, 16) == 2
-    assert _network.team_size(sizes(10, 128, 64, 1), 200, 2) == 1
+    assert _network.team_size(sizes(64, 128, 64, 10), 200, 16) == 8
+    assert _network.team_size(sizes(10, 128, 64, 1), 200, 2) == 2
+    assert _network.team_size(sizes(64, 32, 10), 16, 2) == 1
     assert _network.team_size(sizes(64, 128, 64, 10), 1, 2) == 1
     assert _network.team_size(sizes(64, 128, 64, 10), 200, 1) == 1
-    _network.set_team_min_macs(0)
+    _network.set_team_policy(0)
     assert _network.team_size(sizes(1, 1), 1, 3) == 3
 
 
