@@ -575,3 +575,23 @@ def test_shuffle_falls_back_for_other_generators():
             x[:] = x[::-1]
 
     np.testing.assert_array_equal(_shuffled_range(Recorder(), 4), [3, 2, 1, 0])
+
+
+def test_side_by_side_benchmark_script_runs_and_scores_agree():
+    # benchmarks/bench_sklearn.py, whose table the README quotes: one data set, one seed,
+    # one thread; the scores it prints must agree as the README says
+    import importlib.util
+    import io
+    import pathlib
+    path = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "bench_sklearn.py"
+    if not path.exists():
+        pytest.skip("not run from a checkout")
+    spec = importlib.util.spec_from_file_location("bench_sklearn", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = io.StringIO()
+    rows = bench.run(["diabetes"], [0], 1, np.float32, out=out)
+    assert len(rows) == 1 and rows[0]["name"] == "diabetes"
+    assert abs(rows[0]["sk_score"] - rows[0]["fb_score"]) <= 0.02
+    assert rows[0]["sk_time"] > 0 and rows[0]["fb_time"] > 0
+    assert "| diabetes | R^2 |" in out.getvalue()
