@@ -70,7 +70,11 @@ static void fastbp_team_sync_init(fastbp_team_sync *s)
 static long long fastbp_team_clock_ns(void)
 {
     struct timespec ts;
+#if defined(CLOCK_MONOTONIC)
+    clock_gettime(CLOCK_MONOTONIC, &ts); /* never stepped, unlike TIME_UTC's wall clock */
+#else
     timespec_get(&ts, TIME_UTC);
+#endif
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
 #endif
