@@ -66,7 +66,7 @@ cdef inline void bias_gradient_columns(floating* db, const floating* dZ,
 cdef inline void bias_gradient(floating* db, const floating* dZ,
                                Py_ssize_t B, Py_ssize_t N) noexcept nogil:
     # db (N) = sum over the B rows of dZ (B, N), in row order; B*N additions, too few to
-    # share between threads.
+    # share between threads outside the epoch's team (which shares out the columns).
     bias_gradient_columns(db, dZ, B, N, 0, N)
 
 

@@ -413,7 +413,7 @@ cdef inline void gemm_team(Team* team, floating* C, Py_ssize_t ldc,
     # one-output layer has one or two column panels) is cut into row chunks so that every
     # thread gets work; each chunk packs its column panel of B again, R * NR copies against
     # its rows' MR * R * NR multiply-adds.
-    cdef const fastbp_target* tgt = fastbp_active_target
+    cdef const fastbp_target* tgt = <const fastbp_target*>team.target
     cdef Py_ssize_t MR, NR, n_mb, n_nb, mb, mb_block, n_blocks, blk, units, u, rc, nblk
     cdef Py_ssize_t mb_lo, lo, hi, nb, b_sk
     cdef floating* a_pack = scratch
@@ -438,7 +438,9 @@ cdef inline void gemm_team(Team* team, floating* C, Py_ssize_t ldc,
     if by_rows and a_inplace and team_shares_b(N, R):
         # Each thread takes a fixed, contiguous share of the row panels, all column panels
         # of them. The products whose rows are the batch's (forward, input gradient) then
-        # read rows that the same thread wrote in the step before, from its own cache:
+        # read rows that the same thread wrote in the step before (all but a few at the
+        # edges of the shares, where the row split of the loss and gather differs), from
+        # its own cache:
         # shared out dynamically, a small network's products ran 1.5x slower on two
         # threads than on one, reading from the other core.
         # B's column panels are packed once, a share by each thread, into a copy all read

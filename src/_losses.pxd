@@ -2,8 +2,9 @@
 # output activations A_L that the forward pass left behind. Losses are means over the
 # batch (PyTorch's reduction="mean"); the value is accumulated in double.
 #
-# The output layer is small (B x n_out) next to the products before it, and a serial
-# loop keeps the loss sum in one fixed order, so these loops do not use threads.
+# The output layer is small (B x n_out) next to the products before it: the serial loop
+# keeps the loss sum in one fixed order. Only the epoch's team (_team.pxd) shares the rows
+# out, leaving each row's value in a buffer that is then summed in the same order.
 
 from cython cimport floating
 from libc.math cimport exp, log, log1p, fabs

@@ -57,7 +57,8 @@ from _dense cimport (dense_forward_team, weight_gradient_team, weight_update_tea
                      input_gradient_team)
 from _losses cimport loss_and_output_gradient_team
 from _team cimport (Team, fastbp_team_sync, fastbp_team_sync_init, fastbp_team_size,
-                    fastbp_team_yielding_ns, team_barrier, team_share, FASTBP_TEAM_AVAILABLE)
+                    fastbp_team_yielding_ns, fastbp_team_barrier_untimed, team_barrier,
+                    team_share, FASTBP_TEAM_AVAILABLE)
 
 
 cdef struct Plan:
@@ -137,7 +138,8 @@ cdef inline void free_plan(Plan* p) noexcept:
 def sizes_of(const Py_ssize_t[::1] sizes, const int[::1] acts, Py_ssize_t capacity,
              bint input_slot, int n_threads):
     """(parameter count, workspace length) for layer sizes, a batch capacity and a thread
-    count (the GEMM scratch holds one panel per thread)."""
+    count (the GEMM scratch holds one panel per thread, or with two or more threads all of
+    a small B, for the epoch's team: see gemm_scratch_size)."""
     cdef Plan p
     make_plan(&p, sizes, acts, 0, capacity, input_slot, n_threads)
     free_plan(&p)
@@ -382,6 +384,8 @@ cdef struct EpochShared:
     bint contended               # the epoch's waits were past TEAM_MAX_YIELDING
     PyObject* error              # the exception it raised (a new reference), or NULL
     PyObject* progress           # borrowed, or NULL
+    const void* target           # the SIMD target (gemm.h's fastbp_target), read once for
+                                 # the epoch: threads that read it apart could see two
     int64_t* steps_done
     # thread 0's results
     double total, total_penalty
@@ -426,6 +430,7 @@ cdef void epoch_thread(EpochShared* sh, const Plan* p, floating* params, floatin
     team.n = fastbp_team_size()
     team.sync = &sh.sync
     team.base = 0
+    team.target = sh.target
     next_check = began + SIGNAL_CHECK_S
     while start < n:
         B = min(batch_size, n - start)
@@ -441,7 +446,9 @@ cdef void epoch_thread(EpochShared* sh, const Plan* p, floating* params, floatin
             next_check = now + SIGNAL_CHECK_S
         team_share(&team, B, &lo, &hi)
         gather_batch(p, work, label_buf, wb, X, lab, ys, w, order + start, lo, hi)
-        team_barrier(&team)
+        # not timed: here the others wait for thread 0's signal check and progress call
+        # (the GIL, a callback), which is not the machine being busy
+        fastbp_team_barrier_untimed(team.sync, team.n)
         if sh.stop or sh.fallback:
             break
         if o.kind == OPT_ADAM:
@@ -609,6 +616,7 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
     cdef object error
     global team_blocked_until
     cdef int team = team_size(sizes, batch_size, n_threads)
+    sh.fallback = False
     steps_done[0] = 0
     make_plan(&p, sizes, acts, loss, batch_size, True, n_threads)
     try:
@@ -624,12 +632,13 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
             sh.error = NULL
             sh.progress = <PyObject*>progress if progress is not None else NULL
             sh.steps_done = &steps_done[0]
+            sh.target = <const void*>fastbp_active_target
             flag[0] = 0
             with nogil, parallel(num_threads=team):
                 epoch_thread(&sh, &p, &params[0], &grads[0], s1, s2, &work[0],
                              &label_buf[0], wb, &X[0, 0], lab, ys, w, &order[0], n,
                              batch_size, &o, lr, t0, &obj, flag, rows, threadid())
-            if sh.fallback or sh.contended:
+            if sh.contended and not sh.fallback:
                 team_blocked_until = fastbp_now() + TEAM_RETRY_S
             if sh.error != NULL:
                 error = <object>sh.error
@@ -642,6 +651,10 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
             total_penalty = sh.total_penalty
             start = sh.start
             n_steps = sh.n_steps
+        if team >= 2:
+            # a team was due but the machine is busy (see TEAM_MAX_YIELDING): one thread,
+            # not the products' own parallel regions, whose waiting threads spin as long
+            p.n_threads = 1
         with nogil:
             next_check = fastbp_now() + SIGNAL_CHECK_S
             while start < n:
@@ -675,6 +688,9 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
     finally:
         free_plan(&p)
         free(rows)
+    if team >= 2 and n > 0 and sh.fallback:
+        # retried a second after the epoch that gave up on the team
+        team_blocked_until = fastbp_now() + TEAM_RETRY_S
     return total, total_penalty, start, n_steps, status
 
 

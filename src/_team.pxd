@@ -9,6 +9,7 @@ cdef extern from "team.h" nogil:
     void fastbp_team_sync_init(fastbp_team_sync* s)
     int fastbp_team_size()
     void fastbp_team_barrier(fastbp_team_sync* s, int n)
+    void fastbp_team_barrier_untimed(fastbp_team_sync* s, int n)
     long fastbp_team_ticket(fastbp_team_sync* s)
     long long fastbp_team_yielding_ns(fastbp_team_sync* s)
     enum:
@@ -20,6 +21,7 @@ cdef struct Team:
     int n                       # threads in the team
     fastbp_team_sync* sync      # shared by the team
     long base                   # the ticket counter's value when the current loop began
+    const void* target          # gemm.h's fastbp_target for the whole epoch
 
 
 cdef inline void team_barrier(Team* t) noexcept nogil:

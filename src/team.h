@@ -46,8 +46,8 @@
 #endif
 
 /* Checks of the barrier's generation with a pause in between before a waiting thread
- * starts yielding its core: about 10-30 microseconds (a Zen 3 or Skylake pause is tens
- * of cycles), longer than a well-balanced step keeps a thread waiting. */
+ * starts yielding its core: a few microseconds. 2048 (tens of microseconds) had made two
+ * threads sharing one core 8x slower than one thread: each wait spun out its time. */
 enum { FASTBP_TEAM_SPIN = 128 };
 
 typedef struct {
@@ -102,8 +102,8 @@ static int fastbp_team_size(void)
 }
 
 /* Wait until all n threads of the team have arrived; what each wrote before is then
- * visible to all. */
-static void fastbp_team_barrier(fastbp_team_sync *s, int n)
+ * visible to all. Waits past the spin add to s->yielding_ns when timed. */
+static void fastbp_team_barrier_wait(fastbp_team_sync *s, int n, int timed)
 {
 #if FASTBP_TEAM_AVAILABLE
     int gen;
@@ -122,17 +122,30 @@ static void fastbp_team_barrier(fastbp_team_sync *s, int n)
             spins++;
             FASTBP_RELAX();
         } else {
-            long long t0 = fastbp_team_clock_ns();
+            long long t0 = timed ? fastbp_team_clock_ns() : 0;
             while (__atomic_load_n(&s->gen, __ATOMIC_ACQUIRE) == gen)
                 FASTBP_YIELD();
-            __atomic_add_fetch(&s->yielding_ns, fastbp_team_clock_ns() - t0, __ATOMIC_RELAXED);
+            if (timed)
+                __atomic_add_fetch(&s->yielding_ns, fastbp_team_clock_ns() - t0,
+                                   __ATOMIC_RELAXED);
             return;
         }
     }
 #else
     (void)s;
     (void)n;
+    (void)timed;
 #endif
+}
+
+static void fastbp_team_barrier(fastbp_team_sync *s, int n)
+{
+    fastbp_team_barrier_wait(s, n, 1);
+}
+
+static void fastbp_team_barrier_untimed(fastbp_team_sync *s, int n)
+{
+    fastbp_team_barrier_wait(s, n, 0);
 }
 
 /* The next ticket of the team's shared counter. A loop that shares out U units draws
