@@ -55,7 +55,7 @@ from _optim cimport (OptStep, OPT_NONE, OPT_SGD, OPT_ADAM, update_block, update_
                      adam_set_step, update_layer_team)
 from _dense cimport (dense_forward_team, weight_gradient_team, weight_update_team,
                      input_gradient_team)
-from _losses cimport loss_and_output_gradient_team
+from _losses cimport loss_and_output_gradient_team, weight_sum
 from _team cimport (Team, fastbp_team_sync, fastbp_team_sync_init, fastbp_team_size,
                     fastbp_team_yielding_ns, fastbp_team_barrier_untimed, team_barrier,
                     team_share, FASTBP_TEAM_AVAILABLE)
@@ -167,6 +167,17 @@ cdef struct Objective:
     bint l2_per_sample           # divide l2 by the batch's weight sum (scikit-learn's alpha)
 
 
+cdef inline double step_decay(const Objective* obj, const floating* w,
+                              Py_ssize_t B) noexcept nogil:
+    # the L2 factor of this batch's step: obj.l2, divided by the batch's weight sum when
+    # l2_per_sample (scikit-learn's alpha)
+    cdef double w_sum
+    if not obj.l2_per_sample or obj.l2 == 0:
+        return obj.l2
+    w_sum = weight_sum(w, B)
+    return obj.l2 / w_sum if w_sum > 0 else 0
+
+
 cdef inline floating* offset(floating* buf, Py_ssize_t off) noexcept nogil:
     return buf + off if buf != NULL else NULL
 
@@ -186,7 +197,7 @@ cdef double loss_and_gradient(const Plan* p, floating* params, floating* grads,
     # L2 penalty's value at the parameters before the step; *bad is set when the step made
     # a parameter or state value non-finite.
     cdef Py_ssize_t L = p.n_layers, l, i, K, N
-    cdef double value, decay = obj.l2, w_sum, sq = 0
+    cdef double value, decay = obj.l2, sq = 0
     cdef floating* dZ
     cdef const floating* a_in
     cdef bint fused
@@ -201,13 +212,7 @@ cdef double loss_and_gradient(const Plan* p, floating* params, floating* grads,
         # parameters as they are. (Asked only for gradients, compute them anyway: they
         # are this input's, non-finite as the reference's are.)
         return value
-    if obj.l2_per_sample and decay != 0:
-        w_sum = B
-        if w != NULL:
-            w_sum = 0
-            for i in range(B):
-                w_sum += w[i]
-        decay = decay / w_sum if w_sum > 0 else 0
+    decay = step_decay(obj, w, B)
     fused = o.kind == OPT_SGD and s1 == NULL and decay == 0
     for l in range(L - 1, -1, -1):
         K = p.sizes[l]
@@ -270,7 +275,7 @@ cdef double loss_and_gradient_team(Team* team, const Plan* p, floating* params,
     # every thread returns the same value, *penalty and *bad. The fused SGD step marks a
     # non-finite value in *flag, which the team shares. rows: B doubles.
     cdef Py_ssize_t L = p.n_layers, l, i, K, N
-    cdef double value, decay = obj.l2, w_sum, sq = 0
+    cdef double value, decay = obj.l2, sq = 0
     cdef floating* dZ
     cdef const floating* a_in = X
     cdef bint fused
@@ -286,13 +291,7 @@ cdef double loss_and_gradient_team(Team* team, const Plan* p, floating* params,
                                           obj.scale, rows)
     if not isfinite(value):
         return value
-    if obj.l2_per_sample and decay != 0:
-        w_sum = B
-        if w != NULL:
-            w_sum = 0
-            for i in range(B):
-                w_sum += w[i]
-        decay = decay / w_sum if w_sum > 0 else 0
+    decay = step_decay(obj, w, B)
     fused = o.kind == OPT_SGD and s1 == NULL and decay == 0
     for l in range(L - 1, -1, -1):
         K = p.sizes[l]

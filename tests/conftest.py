@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from fastbp import _dispatch
+
 
 @pytest.fixture
 def interrupt_after():
@@ -23,3 +25,12 @@ def interrupt_after():
         threading.Thread(target=send, daemon=True).start()
         return lambda: time.perf_counter() - sent[0]
     return start
+
+
+@pytest.fixture(params=_dispatch.available_targets())
+def target(request):
+    """Each SIMD target this CPU runs, made the active one for the test."""
+    before = _dispatch.current_target()
+    _dispatch.use_target(request.param)
+    yield request.param
+    _dispatch.use_target(before)

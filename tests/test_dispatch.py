@@ -24,14 +24,6 @@ SHAPES = [(1, 1, 1), (1, 7, 33), (7, 33, 1), (33, 7, 7), (33, 33, 33), (65, 257,
           (900, 300, 40)]
 
 
-@pytest.fixture(params=TARGETS)
-def target(request):
-    before = _dispatch.current_target()
-    _dispatch.use_target(request.param)
-    yield request.param
-    _dispatch.use_target(before)
-
-
 def product_bound(a_abs_b_abs, R, dtype):
     return 2 * (R + 1) * np.finfo(dtype).eps * a_abs_b_abs + 4 * np.finfo(dtype).tiny
 

@@ -19,9 +19,8 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import _dispatch, optim
+from fastbp import optim
 
-TARGETS = _dispatch.available_targets()
 DTYPES = [np.float32, np.float64]
 THREADS = [2, 3]
 
@@ -35,14 +34,6 @@ def team_for_any_size():
     previous = _network.set_team_policy(0, float("inf"))
     yield
     _network.set_team_policy(*previous)
-
-
-@pytest.fixture(params=TARGETS)
-def target(request):
-    before = _dispatch.current_target()
-    _dispatch.use_target(request.param)
-    yield request.param
-    _dispatch.use_target(before)
 
 
 def _targets_for(loss, rng, n, n_out, dtype):
