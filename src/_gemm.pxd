@@ -4,8 +4,11 @@
 #
 # The micro-kernel wants, for each r, MR scalars of a and NR contiguous values of b:
 #     a(m, r) = A[m * a_sm + r * a_sr]      b(r, n) = B[r * b_sr + n * b_sn]
-# Rows of A (a_sr == 1) and narrow rows of B (b_sn == 1, rows under 2 KiB apart, when fewer
-# than 8 row panels sweep them) are read in place. Everything else is packed (GotoBLAS
+# A is read in place whenever one of its strides is 1: rows of A (a_sr == 1: the batch's
+# activations) or A^T (a_sm == 1: the weight gradient's A_in^T, whose MR scalars for one r
+# are MR neighbours in a row of A_in; packing that transpose was part of the driver's 8% of a
+# digits epoch, perf sampling). Narrow rows of B (b_sn == 1, rows under 2 KiB apart, when fewer
+# than 8 row panels sweep them) are read in place too. Everything else is packed (GotoBLAS
 # style) into contiguous panels: A into panels of MR rows up front, B into one panel of NR
 # columns per thread at a time, which that thread then sweeps over the row panels of A
 # (a block of them at a time, see GEMM_BLOCK_BYTES) while the panel sits in L2. Packing
@@ -310,7 +313,7 @@ cdef inline void gemm_panel(const fastbp_target* tgt, bint narrow, Py_ssize_t nb
         m0 = mb * MR
         mr = min(MR, M - m0)
         if a_inplace and mr == MR:
-            run_tile(tgt, narrow, NR, R, A + m0 * a_sm, a_sm, 1, b_ptr, b_sk, m0, mr, n0, nr,
+            run_tile(tgt, narrow, NR, R, A + m0 * a_sm, a_sm, a_sr, b_ptr, b_sk, m0, mr, n0, nr,
                      C, ldc, C2, bias, Z, Az, kind, act, lr, True)
         else:
             run_tile(tgt, narrow, NR, R, a_pack + mb * MR * R, 1, MR, b_ptr, b_sk, m0, mr, n0, nr,
@@ -346,7 +349,7 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
     n_nb = (N + NR - 1) // NR
     b_packs = scratch + n_mb * MR * R
     nt = gemm_threads(M * N * R, n_threads)
-    a_inplace = a_sr == 1
+    a_inplace = a_sr == 1 or a_sm == 1
     # B rows are read in place only when narrow and swept by few row panels: with many
     # (a 200-row batch is 34 panels of 6) the packed copy is reused enough to pay for
     # itself, and in place the panel's rows, 512 B or 1 KiB apart, fall into a few L1 sets
@@ -432,7 +435,7 @@ cdef inline void gemm_team(Team* team, floating* C, Py_ssize_t ldc,
     n_mb = (M + MR - 1) // MR
     n_nb = (N + NR - 1) // NR
     b_pack = scratch + n_mb * MR * R + team.tid * NR * R
-    a_inplace = a_sr == 1
+    a_inplace = a_sr == 1 or a_sm == 1
     b_inplace = b_sn == 1 and b_sr * <Py_ssize_t>sizeof(floating) < 2048 and n_mb < 8
 
     if by_rows and a_inplace and team_shares_b(N, R):
@@ -473,7 +476,7 @@ cdef inline void gemm_team(Team* team, floating* C, Py_ssize_t ldc,
                     b_sk = NR
                 for mb in range(mb_lo, min(mb_lo + mb_block, hi)):
                     if mb * MR + MR <= M:
-                        run_tile(tgt, narrow, NR, R, A + mb * MR * a_sm, a_sm, 1, b_ptr, b_sk,
+                        run_tile(tgt, narrow, NR, R, A + mb * MR * a_sm, a_sm, a_sr, b_ptr, b_sk,
                                  mb * MR, MR, nb * NR, min(NR, N - nb * NR), C, ldc, C2,
                                  bias, Z, Az, kind, act, lr, True)
                     else:
