@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 
-from . import _io, _network, _training
+from . import _io, _network, _team_choice, _training
 from ._common import ACTIVATIONS, LOSSES, check_init, fill_initial_parameters, raise_diverged
 from ._training import Data, EpochStats
 from ._validation import (
@@ -107,6 +107,7 @@ class Network:
         self.optimizer_ = None
         self._lock = threading.RLock()
         self._work_cache = None
+        self._team_choices = {}
 
         out_code = _ACT_SOFTMAX if self.output_activation == "softmax" else ACTIVATIONS[self.output_activation]
         self._sizes = np.array(self.layer_sizes, dtype=np.intp)
@@ -126,7 +127,8 @@ class Network:
         """Pickling keeps the configuration, parameters, generator state and training
         record; the lock and the gradient buffer are made anew."""
         state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("_lock", "_grads", "weights", "biases", "_work_cache")}
+                 if k not in ("_lock", "_grads", "weights", "biases", "_work_cache",
+                              "_team_choices")}
         state["_params"] = self._params.copy()
         return state
 
@@ -134,6 +136,7 @@ class Network:
         self.__dict__.update(state)
         self._lock = threading.RLock()
         self._work_cache = None
+        self._team_choices = {}
         self._grads = np.zeros_like(self._params)
         self.weights, self.biases = self._views(self._params)
 
@@ -289,6 +292,12 @@ class Network:
             saved_state = tuple(np.empty_like(b) for b in state)
         steps_done = np.zeros(1, dtype=np.int64)    # kept current by the compiled loop
         checked_lr = [opt.lr, lr]
+        # With a team for these sizes, whether an epoch uses it or one thread is timed
+        # (fastbp/_team_choice.py); the choice lasts as long as the network, over fit's
+        # epochs and fastbp.sklearn's.
+        choice = None
+        if _team_choice.ENABLED and nt >= 2 and _network.team_size(self._sizes, capacity, nt) >= 2:
+            choice = self._team_choices.setdefault((capacity, nt), _team_choice.TeamChoice())
 
         def run(order):
             if opt.lr != checked_lr[0]:
@@ -317,12 +326,15 @@ class Network:
                         b[...] = saved
                 opt.t = t_saved
 
+            team = choice is None or choice.use_team()
+
             def compiled(rows):
+                # the workspace, made for nt threads, holds what one thread needs
                 return _network.train_epoch(
                     self._params, self._grads, s1, s2, work, label_buf, w_buf, self._sizes,
                     self._acts, self._loss_code, data.X, labels, Y, weights, rows, capacity,
                     kind, lr, momentum, nesterov, beta1, beta2, eps, t_saved, loss_scale,
-                    opt.l2, opt.l2_per_sample, nt, steps_done, progress)
+                    opt.l2, opt.l2_per_sample, nt if team else 1, steps_done, progress)
 
             t0 = time.perf_counter()
             try:
@@ -346,6 +358,8 @@ class Network:
                 raise
             if status == 1:
                 raise_diverged(self, f"batch {steps + 1} of this epoch", lr)
+            if choice is not None and done:
+                choice.record(team, seconds / done)
             return EpochStats((total + total_penalty) / done, total / loss_scale / done,
                               total_penalty / done, done, seconds)
 

@@ -29,10 +29,13 @@ THREADS = [2, 3]
 def team_for_any_size():
     # train_epoch forms a team only for steps of enough work (TEAM_MIN_MACS_PER_THREAD)
     # and leaves it for one thread when the machine is busy (TEAM_MAX_YIELDING); these
-    # tests make it form one for every size, down to one-unit layers, whatever the load
-    from fastbp import _network
+    # tests make it form one for every size, down to one-unit layers, whatever the load,
+    # and for every epoch (no timed choice of one thread, fastbp/_team_choice.py)
+    from fastbp import _network, _team_choice
     previous = _network.set_team_policy(0, float("inf"))
+    _team_choice.ENABLED = False
     yield
+    _team_choice.ENABLED = True
     _network.set_team_policy(*previous)
 
 
@@ -212,3 +215,97 @@ def test_sklearn_estimator_is_the_same_for_any_thread_count():
     for a, b in zip(fits[0].coefs_ + fits[0].intercepts_, fits[1].coefs_ + fits[1].intercepts_):
         np.testing.assert_array_equal(a, b)
     assert fits[0].loss_curve_ == fits[1].loss_curve_
+
+
+# -- the timed choice between the team and one thread (fastbp/_team_choice.py) ------------
+
+def test_team_choice_probes_team_one_one_team_and_keeps_the_faster():
+    from fastbp import _team_choice
+    for team_s, one_s, keeps_team in [(1.0, 2.0, True), (2.0, 1.0, False),
+                                      (0.97, 1.0, False),    # within TEAM_MARGIN: one
+                                      (0.90, 1.0, True)]:
+        c = _team_choice.TeamChoice()
+        seen = []
+        for _ in range(4):
+            assert c.probing
+            used = c.use_team()
+            seen.append(used)
+            c.record(used, team_s if used else one_s)
+        assert seen == [True, False, False, True]
+        assert not c.probing
+        assert c.use_team() is keeps_team
+        # every RECHECK_EPOCHS epochs it probes again, and can change its mind
+        for _ in range(_team_choice.RECHECK_EPOCHS):
+            c.record(c.use_team(), 1.0)
+        assert c.probing and c.use_team() is True
+        team_s = 2.0 if keeps_team else 0.5                # the machine has changed
+        for _ in range(4):
+            used = c.use_team()
+            c.record(used, team_s if used else 1.0)
+        assert c.use_team() is (not keeps_team)
+
+
+def test_team_choice_ignores_an_epoch_that_ran_the_other_way():
+    from fastbp import _team_choice
+    c = _team_choice.TeamChoice()
+    c.record(False, 5.0)            # not what it asked for: not counted
+    assert c.use_team() is True
+    for used in (True, False, False, True):
+        c.record(used, 1.0 if used else 2.0)
+    assert c.use_team() is True
+
+
+def _threads_of_each_epoch(monkeypatch):
+    # the n_threads that each compiled epoch was given
+    from fastbp import network
+    calls = []
+    real = network._network.train_epoch
+
+    def spy(*args):
+        calls.append(args[-3])
+        return real(*args)
+
+    monkeypatch.setattr(network._network, "train_epoch", spy)
+    return calls
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_timed_choice_runs_epochs_both_ways_and_changes_no_bit(dtype, monkeypatch):
+    _require_threads()
+    from fastbp import _team_choice
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((403, 64)).astype(dtype)
+    y = rng.integers(0, 10, 403)
+    serial = _run([64, 128, 64, 10], "relu", "cross_entropy", dtype, 1, "adam", X, y, 200,
+                  epochs=7)
+    monkeypatch.setattr(_team_choice, "ENABLED", True)
+    calls = _threads_of_each_epoch(monkeypatch)
+    timed = _run([64, 128, 64, 10], "relu", "cross_entropy", dtype, 2, "adam", X, y, 200,
+                 epochs=7)
+    _assert_same(serial, timed)
+    assert calls[:4] == [2, 1, 1, 2]
+    choice, = timed[0]._team_choices.values()
+    assert calls[4:] == [2 if choice.use_team() else 1] * 3
+
+
+def test_timed_choice_is_off_for_one_thread_and_for_steps_too_small_for_a_team(monkeypatch):
+    _require_threads()
+    from fastbp import _network, _team_choice
+    monkeypatch.setattr(_team_choice, "ENABLED", True)
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((50, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 50)
+    calls = _threads_of_each_epoch(monkeypatch)
+    net, _, _ = _run([8, 16, 3], "relu", "cross_entropy", np.float32, 1, "adam", X, y, 10)
+    assert calls == [1, 1] and net._team_choices == {}
+    _network.set_team_policy(1 << 20)      # 8-16-3 at batch 10: far below a team's size
+    net, _, _ = _run([8, 16, 3], "relu", "cross_entropy", np.float32, 2, "adam", X, y, 10)
+    assert calls[2:] == [2, 2] and net._team_choices == {}
+
+
+def test_timed_choice_is_not_pickled():
+    import pickle
+    net = fastbp.Network([4, 3, 2], n_threads=2)
+    net._team_choices[(1, 2)] = object()      # not picklable: must not be in the state
+    clone = pickle.loads(pickle.dumps(net))
+    assert clone._team_choices == {}
