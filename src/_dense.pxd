@@ -51,15 +51,41 @@ cdef inline void dense_forward(floating* Z, floating* A_out,
             softmax_row(A_out + i * N, Z + i * N, N)
 
 
+cdef inline void bias_gradient_block(floating* db, const floating* dZ, Py_ssize_t B,
+                                     Py_ssize_t N, Py_ssize_t width) noexcept nogil:
+    # db[j] = sum over the B rows of dZ[:, j] for j < width (at most 32), summed in a local
+    # array: called with a constant width, the compiler keeps it in registers
+    cdef floating acc[32]
+    cdef Py_ssize_t i, j
+    for j in range(width):
+        acc[j] = 0
+    for i in range(B):
+        for j in range(width):
+            acc[j] += dZ[i * N + j]
+    for j in range(width):
+        db[j] = acc[j]
+
+
 cdef inline void bias_gradient_columns(floating* db, const floating* dZ,
                                        Py_ssize_t B, Py_ssize_t N,
                                        Py_ssize_t j_lo, Py_ssize_t j_hi) noexcept nogil:
-    # db[j] = sum over the B rows of dZ (B, N)[:, j] in row order, for j_lo <= j < j_hi
-    cdef Py_ssize_t i, j
-    for j in range(j_lo, j_hi):
+    # db[j] = sum over the B rows of dZ (B, N)[:, j] in row order, for j_lo <= j < j_hi.
+    # 128 bytes of columns at a time are summed down all rows in registers (8 SSE
+    # registers): adding each row into db in memory had made every row's adds wait for
+    # the previous row's stores (2% of a digits epoch, perf sampling). Each column is
+    # still summed in row order: the same bits.
+    cdef Py_ssize_t i, j, j0 = j_lo
+    cdef Py_ssize_t width = 32 if floating is float else 16
+    while j0 + width <= j_hi:
+        if floating is float:
+            bias_gradient_block(db + j0, dZ + j0, B, N, 32)
+        else:
+            bias_gradient_block(db + j0, dZ + j0, B, N, 16)
+        j0 += width
+    for j in range(j0, j_hi):
         db[j] = 0
     for i in range(B):
-        for j in range(j_lo, j_hi):
+        for j in range(j0, j_hi):
             db[j] += dZ[i * N + j]
 
 
