@@ -33,6 +33,12 @@ from _activations cimport (ACT_IDENTITY, ACT_RELU, ACT_LEAKY_RELU, ACT_SOFTMAX, 
                           activation_derivative)
 from _team cimport Team, team_barrier, team_next, team_loop_done
 
+cdef extern from "pack.h" nogil:
+    void fastbp_pack_transposed_f32(float* dst, Py_ssize_t width, const float* src,
+                                    Py_ssize_t s_x, Py_ssize_t R, Py_ssize_t x_valid)
+    void fastbp_pack_transposed_f64(double* dst, Py_ssize_t width, const double* src,
+                                    Py_ssize_t s_x, Py_ssize_t R, Py_ssize_t x_valid)
+
 cdef extern from "gemm.h" nogil:
     ctypedef void (*fastbp_mk_f32)(Py_ssize_t, const float*, Py_ssize_t, Py_ssize_t,
                                    const float*, Py_ssize_t, float*)
@@ -273,13 +279,11 @@ cdef inline void pack_block(floating* dst, Py_ssize_t width, const floating* src
             for x in range(x_valid, width):
                 dst[r * width + x] = 0
         return
-    if s_r == 1:  # a transpose: read each source row contiguously, write down a column
-        for x in range(x_valid):
-            for r in range(R):
-                dst[r * width + x] = src[x * s_x + r]
-        for r in range(R):
-            for x in range(x_valid, width):
-                dst[r * width + x] = 0
+    if s_r == 1:  # a transpose (B = W^T): in blocks transposed in registers, see pack.h
+        if floating is float:
+            fastbp_pack_transposed_f32(dst, width, src, s_x, R, x_valid)
+        else:
+            fastbp_pack_transposed_f64(dst, width, src, s_x, R, x_valid)
         return
     for r in range(R):
         for x in range(x_valid):
