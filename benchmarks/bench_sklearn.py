@@ -2,6 +2,7 @@
 
     python benchmarks/bench_sklearn.py --float32           # all cores, seeds 0 1 2
     python benchmarks/bench_sklearn.py --float32 --threads 1 --seeds 0 1 2 3 4
+    python benchmarks/bench_sklearn.py --float32 --repeats 1   # one fit of each per seed
 
 For each data set (digits and breast_cancer: classification, accuracy; diabetes:
 regression, R^2, see below) and each seed: a 75/25 split (stratified for classification) with that
@@ -9,9 +10,12 @@ seed, features standardized with a StandardScaler fitted on the training part, t
 sklearn.neural_network's estimator and fastbp.sklearn's, with the same hyperparameters
 (hidden_layer_sizes=(128, 64), max_iter=200, random_state=seed, everything else at
 scikit-learn's defaults: adam, lr 0.001, batch 200, alpha 1e-4, tol 1e-4), are fitted in
-this process one after the other, their order alternating from seed to seed. The table
-gives the median test score of each over the seeds, the difference of those medians, the
-median fit times and their ratio.
+this process one after the other, their order alternating from fit to fit, --repeats times
+each (default 3; the fits of one seed are the same computation each time, and the median
+of the repeats is that seed's time: on a shared machine a single fit's time drifts by up
+to half from one minute to the next, on both sides). The table gives the median test
+score of each over the seeds, the difference of those medians, the median over the seeds
+of those fit times, and their ratio.
 
 diabetes is run twice. "diabetes" fits the raw target (25 to 346), as a user swapping the
 import would: with these defaults neither library has converged after 200 epochs (the
@@ -106,7 +110,7 @@ def _blas_limit(threads):
     return threadpool_limits(limits=threads, user_api="blas")
 
 
-def run(datasets, seeds, threads, dtype, fastbp_dtype=None, out=sys.stdout):
+def run(datasets, seeds, threads, dtype, fastbp_dtype=None, out=sys.stdout, repeats=3):
     import sklearn
     import sklearn.neural_network as skn
     import fastbp
@@ -127,16 +131,19 @@ def run(datasets, seeds, threads, dtype, fastbp_dtype=None, out=sys.stdout):
                     "fastbp": lambda: fb_cls(random_state=seed, n_threads=threads,
                                              dtype=fastbp_dtype, **params),
                 }
-                order = ["sklearn", "fastbp"] if i % 2 == 0 else ["fastbp", "sklearn"]
-                result = {}
-                for who in order:
-                    result[who] = _fit_and_score(runs[who], X_tr, X_te, y_tr, y_te, task,
-                                                 name == "diabetes_std")
-                sk_scores.append(result["sklearn"][0])
-                fb_scores.append(result["fastbp"][0])
-                sk_times.append(result["sklearn"][1])
-                fb_times.append(result["fastbp"][1])
-                epochs.append((result["sklearn"][2], result["fastbp"][2]))
+                result = {"sklearn": [], "fastbp": []}
+                for r in range(repeats):
+                    order = ["sklearn", "fastbp"] if (i + r) % 2 == 0 else ["fastbp", "sklearn"]
+                    for who in order:
+                        result[who].append(_fit_and_score(runs[who], X_tr, X_te, y_tr, y_te,
+                                                          task, name == "diabetes_std"))
+                # scores and epochs are the same in every repeat (random_state=seed) unless
+                # a library is not deterministic: then the median score
+                sk_scores.append(statistics.median(f[0] for f in result["sklearn"]))
+                fb_scores.append(statistics.median(f[0] for f in result["fastbp"]))
+                sk_times.append(statistics.median(f[1] for f in result["sklearn"]))
+                fb_times.append(statistics.median(f[1] for f in result["fastbp"]))
+                epochs.append((result["sklearn"][0][2], result["fastbp"][0][2]))
             rows.append(dict(
                 name=name, metric="accuracy" if task == "classification" else "R^2",
                 sk_score=statistics.median(sk_scores), fb_score=statistics.median(fb_scores),
@@ -147,7 +154,8 @@ def run(datasets, seeds, threads, dtype, fastbp_dtype=None, out=sys.stdout):
           f"{np.__version__}, Python {platform.python_version()}, {platform.machine()}, "
           f"{os.cpu_count()} CPUs; threads={'all' if threads is None else threads}, X dtype={np.dtype(dtype).name}, "
           f"fastbp dtype={'as X' if fastbp_dtype is None else np.dtype(fastbp_dtype).name}, "
-          f"seeds={list(seeds)}; hidden_layer_sizes=(128, 64), max_iter=200, adam defaults",
+          f"seeds={list(seeds)}, repeats={repeats}; hidden_layer_sizes=(128, 64), "
+          f"max_iter=200, adam defaults",
           file=out)
     print("", file=out)
     print("| dataset | metric | sklearn score | fastbp score | abs diff | sklearn fit s (median) "
@@ -158,8 +166,8 @@ def run(datasets, seeds, threads, dtype, fastbp_dtype=None, out=sys.stdout):
               f"{abs(r['sk_score'] - r['fb_score']):.4f} | {r['sk_time']:.3f} | "
               f"{r['fb_time']:.3f} | {r['sk_time'] / r['fb_time']:.1f}x |", file=out)
     print("", file=out)
-    print("per seed: seed, sklearn score, fastbp score, sklearn s, fastbp s, epochs "
-          "(sklearn, fastbp)", file=out)
+    print("per seed: seed, sklearn score, fastbp score, sklearn s, fastbp s (medians of the "
+          "repeats), epochs (sklearn, fastbp)", file=out)
     for r in rows:
         for seed, a, b, ta, tb, ep in r["per_seed"]:
             print(f"  {r['name']:>13} seed {seed}: {a:.4f} {b:.4f}  {ta:.3f} s {tb:.3f} s  "
@@ -175,16 +183,20 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None,
                         help="fastbp's n_threads and the BLAS thread limit for scikit-learn "
                              "(default: neither limited, all cores)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="fits of each library per seed; a seed's time is their median")
     parser.add_argument("--float32", action="store_true", help="train both in float32")
     parser.add_argument("--fastbp-float32", action="store_true",
                         help="fastbp trains in float32 (dtype=np.float32), scikit-learn in float64")
     args = parser.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be >= 1")
+    if args.repeats < 1:
+        parser.error("--repeats must be >= 1")
     if args.float32 and args.fastbp_float32:
         parser.error("--float32 already trains fastbp in float32")
     run(args.datasets, args.seeds, args.threads, np.float32 if args.float32 else np.float64,
-        np.float32 if args.fastbp_float32 else None)
+        np.float32 if args.fastbp_float32 else None, repeats=args.repeats)
 
 
 if __name__ == "__main__":
