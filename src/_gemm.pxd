@@ -4,14 +4,17 @@
 #
 # The micro-kernel wants, for each r, MR scalars of a and NR contiguous values of b:
 #     a(m, r) = A[m * a_sm + r * a_sr]      b(r, n) = B[r * b_sr + n * b_sn]
-# A is read in place whenever one of its strides is 1: rows of A (a_sr == 1: the batch's
-# activations) or A^T (a_sm == 1: the weight gradient's A_in^T, whose MR scalars for one r
-# are MR neighbours in a row of A_in; packing that transpose was part of the driver's 8% of a
-# digits epoch, perf sampling). Narrow rows of B (b_sn == 1, rows under 2 KiB apart, when fewer
-# than 8 row panels sweep them) are read in place too. Everything else is packed (GotoBLAS
-# style) into contiguous panels: A into panels of MR rows up front, B into one panel of NR
-# columns per thread at a time, which that thread then sweeps over the row panels of A
-# (a block of them at a time, see GEMM_BLOCK_BYTES) while the panel sits in L2. Packing
+# Rows of A (a_sr == 1: the batch's activations) are read in place, and so is a narrow A^T
+# (a_sm == 1, rows under 2 KiB apart: the weight gradient's A_in^T for layers up to 511
+# float32 inputs, whose MR scalars for one r are MR neighbours in a row of A_in; packing
+# that transpose was part of the driver's 8% of a digits epoch, perf sampling; read in
+# place from 784-wide rows, each r a new cache line and often a new page, the deep
+# benchmark's weight gradients ran slower). Narrow rows of B (b_sn == 1, rows under 2 KiB
+# apart, when fewer than 8 row panels sweep them) are read in place too. Everything else
+# is packed (GotoBLAS style) into contiguous panels: A into panels of MR rows up front, B
+# into one panel of NR columns per thread at a time, which that thread then sweeps over
+# the row panels of A (a block of them at a time, see GEMM_BLOCK_BYTES) while the panel
+# sits in L2. Packing
 # costs M*R or N*R copies against 2*M*N*R flops; reading wide B rows in place was measured
 # at a quarter of the packed speed (256x2048x2048: each k touches a new 4 KiB page, and
 # power-of-two widths hit one L1 set), while packing narrow ones cost up to 25%
@@ -246,8 +249,8 @@ cdef inline void pack_block(floating* dst, Py_ssize_t width, const floating* src
     cdef Py_ssize_t r, x
     if s_x == 1:  # contiguous runs: copy and pad a row at a time (a loop, not memcpy: a
         # row is one or two vectors, and a call per row cost more than the copy). Full
-        # rows of the tile widths (NR, or MR when A^T is packed) get loops of constant
-        # length, which the compiler turns into a few moves per row.
+        # rows of the tile widths (NR, or MR when a wide A^T is packed) get loops of
+        # constant length, which the compiler turns into a few moves per row.
         if x_valid == width and width == 4:
             for r in range(R):
                 for x in range(4):
@@ -353,7 +356,7 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
     n_nb = (N + NR - 1) // NR
     b_packs = scratch + n_mb * MR * R
     nt = gemm_threads(M * N * R, n_threads)
-    a_inplace = a_sr == 1 or a_sm == 1
+    a_inplace = a_sr == 1 or (a_sm == 1 and a_sr * <Py_ssize_t>sizeof(floating) < 2048)
     # B rows are read in place only when narrow and swept by few row panels: with many
     # (a 200-row batch is 34 panels of 6) the packed copy is reused enough to pay for
     # itself, and in place the panel's rows, 512 B or 1 KiB apart, fall into a few L1 sets
@@ -439,7 +442,7 @@ cdef inline void gemm_team(Team* team, floating* C, Py_ssize_t ldc,
     n_mb = (M + MR - 1) // MR
     n_nb = (N + NR - 1) // NR
     b_pack = scratch + n_mb * MR * R + team.tid * NR * R
-    a_inplace = a_sr == 1 or a_sm == 1
+    a_inplace = a_sr == 1 or (a_sm == 1 and a_sr * <Py_ssize_t>sizeof(floating) < 2048)
     b_inplace = b_sn == 1 and b_sr * <Py_ssize_t>sizeof(floating) < 2048 and n_mb < 8
 
     if by_rows and a_inplace and team_shares_b(N, R):
