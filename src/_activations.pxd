@@ -2,8 +2,9 @@
 #
 # Codes match fastbp/_common.py ACTIVATIONS. Every function works on one value so the
 # row loops that call them (dense forward epilogue, backward prologue) stay in one pass
-# over memory. float32 uses the float libm functions (expf, tanhf); gelu's erf is taken in
-# double for both dtypes because the NumPy reference's erf is accurate to double.
+# over memory. float32 uses the float libm functions (expf, tanhf), except softmax, whose
+# exp is expf.h's vectorizable one; gelu's erf is taken in double for both dtypes because
+# the NumPy reference's erf is accurate to double.
 
 from cython cimport floating
 from libc.math cimport exp, expf, tanh, tanhf, erf

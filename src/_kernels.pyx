@@ -18,8 +18,14 @@ from _gemm cimport fastbp_set_target, fastbp_target_supported, fastbp_active_tar
 
 
 def expf_nonpos(const float[::1] x, float[::1] out):
-    """out = expf.h's exp of x (x <= 0), as softmax uses it in float32; for the tests."""
+    """out = expf.h's exp of x (x <= 0, or NaN), as softmax uses it in float32; for the
+    tests."""
     cdef Py_ssize_t i
+    if out.shape[0] != x.shape[0]:
+        raise ValueError("out must have the length of x")
+    for i in range(x.shape[0]):
+        if x[i] > 0:
+            raise ValueError("expf_nonpos takes x <= 0 only")
     for i in range(x.shape[0]):
         out[i] = fastbp_expf_nonpos(x[i])
 

@@ -8,8 +8,10 @@
  * exp(r) by Cephes' expf polynomial, 1 + r + r^2 p(r) with p of degree 5, then times 2^n
  * built from its exponent bits. Within 1 unit in the last place of the exact exp: 0.982 at
  * worst over every float from -87.34 to 0 (checked exhaustively against double exp;
- * tests/test_kernels.py checks a sample). exp(0) is exactly 1, which _losses.pxd's
- * lse_from_softmax relies on.
+ * tests/test_kernels.py checks a sample), as compiled for x86-64, where this baseline code
+ * has no fused multiply-add to contract into; a compiler that contracts (GCC on arm64)
+ * rounds some steps once instead of twice, which changes bits, not the method. exp(0) is
+ * exactly 1 either way, which _losses.pxd's lse_from_softmax relies on.
  * Below -87.33 (where exp(x) < 2^-126, the smallest normal float) the result is 0, where
  * libm's expf returns a subnormal or 0: at most 1.2e-38 lower, nothing next to the 1 of a
  * row's maximum. -inf gives 0 and NaN gives NaN; nothing else is valid input.

@@ -14,6 +14,10 @@
 
 #include <stddef.h>
 
+#if defined(_MSC_VER) && !defined(__clang__) && !defined(restrict)
+#define restrict __restrict /* MSVC's C has the qualifier under this name (as gemm.h) */
+#endif
+
 #if defined(__SSE2__) || defined(_M_X64)
 #include <emmintrin.h>
 #define FASTBP_PACK_SSE2 1
