@@ -83,7 +83,20 @@ def gemm_peak_gflops(dtype, n_threads, n=2048, repeats=3):
 
 def fit_fastbp(sizes, X, y, batch_size, dtype, n_threads, seed):
     net = Network(sizes, activation="relu", dtype=dtype, seed=seed, n_threads=n_threads)
-    return lambda: net.fit(X, y, epochs=1, batch_size=batch_size, lr=LR)
+
+    def run():
+        net.fit(X, y, epochs=1, batch_size=batch_size, lr=LR)
+
+    def warm_up():
+        # A network's first epochs time its team of threads against one thread
+        # (fastbp/_team_choice.py); they run here, untimed, so that the timed runs all
+        # train the way that was chosen.
+        run()
+        while any(choice.probing for choice in net._team_choices.values()):
+            run()
+
+    run.warm_up = warm_up
+    return run
 
 
 def fit_reference(sizes, X, y, batch_size, dtype, n_threads, seed):
@@ -164,7 +177,7 @@ def compare(name, dtype, n_threads, n_samples, repeats, libraries, seed=0):
     X, y = mnist_like(n_samples, sizes[0], sizes[-1], seed=seed, dtype=dtype)
     runs = {lib: make(sizes, X, y, batch_size, dtype, n_threads, seed) for lib, make in libraries.items()}
     for run in runs.values():  # warm-up: first-call costs, caches, thread pools
-        run()
+        getattr(run, "warm_up", run)()
     rates = {lib: [] for lib in runs}
     for _ in range(repeats):
         for lib, run in runs.items():

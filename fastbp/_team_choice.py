@@ -2,26 +2,36 @@
 
 With two or more threads, an epoch whose steps are large enough runs as one team that
 shares out every product (src/_network.pyx, src/team.h). Whether that pays depends on the
-machine as much as on the network: what the team costs is the cache lines its threads pass
-each other at every product, and their price ranges from tens of nanoseconds (cores that
-share a cache) to hundreds (on the 2-vCPU guest this was written on, a line's round trip
-between the two cores took about 460 ns). There a 64-128-64-10 network at batch 200 trained
-0.81-0.96x as fast on two threads as on one, while 784-512-512-10 at batch 128 ran 1.28x
-faster. No size rule fits both kinds of machine, so the runner measures.
+machine as much as on the network, and on a shared machine it changes with time: what the
+team costs is the cache lines its threads pass each other at every product, and their
+price ranges from tens of nanoseconds (cores that share a cache) to hundreds. On the
+2-vCPU guest this was written on, a line's round trip between the two cores took about
+460 ns in one hour, and the 64-128-64-10 network of digits at batch 200 trained 0.81-0.96x
+as fast on two threads as on one; in another hour it trained 1.2-1.45x faster (the
+placement of the guest's cores had changed), and 784-512-512-10 at batch 128 runs 1.28x
+faster. No size rule fits all of that, so the runner measures.
 
 The results are the same bits whichever way an epoch runs (SPEC: identical for every
-n_threads), so the choice can only change the speed. A TeamChoice times the first epochs
+n_threads), so the choice can only change the speed. A TeamChoice lets the first epoch run
+untimed on the team (it pays for cold caches and the threads' start), times the next four
 in the order team, one, one, team (a steady drift in the machine's speed then weighs on
 both alike), keeps the team only if it was at least TEAM_MARGIN faster (a barely faster
 team holds a second core for nothing), and probes again every RECHECK_EPOCHS epochs, for
-a machine whose load changes. On a busy machine the team's own fallback (TEAM_MAX_YIELDING
+a machine whose load changes. An epoch that the team itself moved to one thread (see
+below) counts as a team epoch: a team that does that is not worth keeping. Steps of
+LONG_STEP_S or more (the untimed epoch tells) are not probed at all: what a team costs is
+a few hundred microseconds a step at worst, and probing epochs that long (784-512-512-10
+at batch 128 takes 10 ms a step on one core) would cost seconds. On a busy machine the team's own fallback (TEAM_MAX_YIELDING
 in src/_network.pyx) still acts within an epoch.
 """
 
 # The tests of the team turn this off to run every epoch on the team.
 ENABLED = True
 
-PROBE = (True, False, False, True)      # team, one thread, one thread, team
+PROBE = (True, False, False, True)      # team, one thread, one thread, team (after the
+                                        # untimed first epoch)
+MAX_CHOICES = 8     # (batch size, threads) pairs remembered per network
+LONG_STEP_S = 2e-3
 TEAM_MARGIN = 0.05
 RECHECK_EPOCHS = 64
 
@@ -31,32 +41,43 @@ class TeamChoice:
     record() after it."""
 
     def __init__(self):
+        self._warm_up = True
         self._plan = list(PROBE)
         self._seconds = {True: 0.0, False: 0.0}
         self._use_team = True
+        self._recheck = True
         self._since_probe = 0
 
     def use_team(self):
+        if self._warm_up:
+            return True
         if self._plan:
             return self._plan[0]
         return self._use_team
 
-    def record(self, used_team, seconds_per_row):
-        """The time per row of an epoch that ran as use_team() said."""
+    def record(self, used_team, seconds, rows, steps):
+        """The time of an epoch of `rows` rows in `steps` steps that ran as use_team()
+        said."""
+        if self._warm_up:
+            self._warm_up = False
+            if seconds >= LONG_STEP_S * steps:     # the team, for good
+                self._plan = []
+                self._recheck = False
+            return
         if not self._plan:
             self._since_probe += 1
-            if self._since_probe >= RECHECK_EPOCHS:
+            if self._recheck and self._since_probe >= RECHECK_EPOCHS:
                 self._plan = list(PROBE)
                 self._seconds = {True: 0.0, False: 0.0}
             return
         if used_team != self._plan[0]:
             return
         self._plan.pop(0)
-        self._seconds[used_team] += seconds_per_row
+        self._seconds[used_team] += seconds / rows
         if not self._plan:
             self._use_team = self._seconds[True] < (1 - TEAM_MARGIN) * self._seconds[False]
             self._since_probe = 0
 
     @property
     def probing(self):
-        return bool(self._plan)
+        return self._warm_up or bool(self._plan)

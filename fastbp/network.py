@@ -297,6 +297,9 @@ class Network:
         # epochs and fastbp.sklearn's.
         choice = None
         if _team_choice.ENABLED and nt >= 2 and _network.team_size(self._sizes, capacity, nt) >= 2:
+            if (capacity, nt) not in self._team_choices and (
+                    len(self._team_choices) >= _team_choice.MAX_CHOICES):
+                self._team_choices.clear()      # partial_fit with ever new chunk sizes
             choice = self._team_choices.setdefault((capacity, nt), _team_choice.TeamChoice())
 
         def run(order):
@@ -359,7 +362,7 @@ class Network:
             if status == 1:
                 raise_diverged(self, f"batch {steps + 1} of this epoch", lr)
             if choice is not None and done:
-                choice.record(team, seconds / done)
+                choice.record(team, seconds, done, steps)
             return EpochStats((total + total_penalty) / done, total / loss_scale / done,
                               total_penalty / done, done, seconds)
 

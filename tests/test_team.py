@@ -33,9 +33,10 @@ def team_for_any_size():
     # and for every epoch (no timed choice of one thread, fastbp/_team_choice.py)
     from fastbp import _network, _team_choice
     previous = _network.set_team_policy(0, float("inf"))
+    enabled = _team_choice.ENABLED
     _team_choice.ENABLED = False
     yield
-    _team_choice.ENABLED = True
+    _team_choice.ENABLED = enabled
     _network.set_team_policy(*previous)
 
 
@@ -225,34 +226,53 @@ def test_team_choice_probes_team_one_one_team_and_keeps_the_faster():
                                       (0.97, 1.0, False),    # within TEAM_MARGIN: one
                                       (0.90, 1.0, True)]:
         c = _team_choice.TeamChoice()
+        assert c.probing and c.use_team() is True
+        c.record(True, 1e-3, 1, 1)  # the first epoch: untimed (cold caches, thread start)
         seen = []
         for _ in range(4):
             assert c.probing
             used = c.use_team()
             seen.append(used)
-            c.record(used, team_s if used else one_s)
+            c.record(used, team_s if used else one_s, 1, 1000)
         assert seen == [True, False, False, True]
         assert not c.probing
         assert c.use_team() is keeps_team
         # every RECHECK_EPOCHS epochs it probes again, and can change its mind
         for _ in range(_team_choice.RECHECK_EPOCHS):
-            c.record(c.use_team(), 1.0)
+            c.record(c.use_team(), 1.0, 1, 1000)
         assert c.probing and c.use_team() is True
         team_s = 2.0 if keeps_team else 0.5                # the machine has changed
         for _ in range(4):
             used = c.use_team()
-            c.record(used, team_s if used else 1.0)
+            c.record(used, team_s if used else 1.0, 1, 1000)
         assert c.use_team() is (not keeps_team)
 
 
 def test_team_choice_ignores_an_epoch_that_ran_the_other_way():
     from fastbp import _team_choice
     c = _team_choice.TeamChoice()
-    c.record(False, 5.0)            # not what it asked for: not counted
+    c.record(True, 1e-3, 10, 1)     # the untimed first epoch
+    c.record(False, 5e-3, 10, 10)   # not what it asked for: not counted
     assert c.use_team() is True
     for used in (True, False, False, True):
-        c.record(used, 1.0 if used else 2.0)
+        c.record(used, 1e-3 if used else 2e-3, 10, 10)
     assert c.use_team() is True
+
+
+def test_team_choice_does_not_probe_long_steps():
+    # steps of LONG_STEP_S or more keep the team without probing (probing would cost
+    # seconds, and a team's cost is small next to such steps)
+    from fastbp import _team_choice
+    c = _team_choice.TeamChoice()
+    c.record(True, 10 * _team_choice.LONG_STEP_S, 640, 10)
+    assert not c.probing and c.use_team() is True
+    for _ in range(3 * _team_choice.RECHECK_EPOCHS):
+        c.record(True, 1.0, 640, 10)
+        assert not c.probing and c.use_team() is True
+    # and one just under the limit is probed
+    c = _team_choice.TeamChoice()
+    c.record(True, 0.9 * _team_choice.LONG_STEP_S * 10, 640, 10)
+    assert c.probing
 
 
 def _threads_of_each_epoch(monkeypatch):
@@ -277,15 +297,28 @@ def test_timed_choice_runs_epochs_both_ways_and_changes_no_bit(dtype, monkeypatc
     X = rng.standard_normal((403, 64)).astype(dtype)
     y = rng.integers(0, 10, 403)
     serial = _run([64, 128, 64, 10], "relu", "cross_entropy", dtype, 1, "adam", X, y, 200,
-                  epochs=7)
+                  epochs=8)
     monkeypatch.setattr(_team_choice, "ENABLED", True)
     calls = _threads_of_each_epoch(monkeypatch)
     timed = _run([64, 128, 64, 10], "relu", "cross_entropy", dtype, 2, "adam", X, y, 200,
-                 epochs=7)
+                 epochs=8)
     _assert_same(serial, timed)
-    assert calls[:4] == [2, 1, 1, 2]
+    assert calls[:5] == [2, 2, 1, 1, 2]
     choice, = timed[0]._team_choices.values()
-    assert calls[4:] == [2 if choice.use_team() else 1] * 3
+    assert calls[5:] == [2 if choice.use_team() else 1] * 3
+
+
+def test_timed_choices_kept_per_network_are_bounded(monkeypatch):
+    _require_threads()
+    from fastbp import _team_choice
+    monkeypatch.setattr(_team_choice, "ENABLED", True)
+    rng = np.random.default_rng(4)
+    net = fastbp.Network([16, 32, 4], dtype=np.float32, n_threads=2, seed=1)
+    opt = optim.Adam(lr=1e-3)
+    for n in range(10, 10 + 2 * _team_choice.MAX_CHOICES):   # partial_fit-like chunks
+        X = rng.standard_normal((n, 16)).astype(np.float32)
+        net.train_epoch(X, rng.integers(0, 4, n), optimizer=opt, batch_size=n)
+        assert 1 <= len(net._team_choices) <= _team_choice.MAX_CHOICES
 
 
 def test_timed_choice_is_off_for_one_thread_and_for_steps_too_small_for_a_team(monkeypatch):
@@ -304,8 +337,11 @@ def test_timed_choice_is_off_for_one_thread_and_for_steps_too_small_for_a_team(m
 
 
 def test_timed_choice_is_not_pickled():
+    # timings of this machine mean nothing on another: not part of a pickled network
     import pickle
+    import threading
     net = fastbp.Network([4, 3, 2], n_threads=2)
-    net._team_choices[(1, 2)] = object()      # not picklable: must not be in the state
+    net._team_choices[(1, 2)] = threading.Lock()      # cannot be pickled
+    assert "_team_choices" not in net.__getstate__()
     clone = pickle.loads(pickle.dumps(net))
     assert clone._team_choices == {}
