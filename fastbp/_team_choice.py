@@ -81,3 +81,12 @@ class TeamChoice:
     @property
     def probing(self):
         return self._warm_up or bool(self._plan)
+
+
+def choice_for(choices, key):
+    """The TeamChoice of `choices` (a network's dict) for key = (batch size, threads), made
+    when new; the dict is emptied first when it holds MAX_CHOICES already (partial_fit with
+    ever new chunk sizes)."""
+    if key not in choices and len(choices) >= MAX_CHOICES:
+        choices.clear()
+    return choices.setdefault(key, TeamChoice())

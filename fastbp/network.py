@@ -297,10 +297,7 @@ class Network:
         # epochs and fastbp.sklearn's.
         choice = None
         if _team_choice.ENABLED and nt >= 2 and _network.team_size(self._sizes, capacity, nt) >= 2:
-            if (capacity, nt) not in self._team_choices and (
-                    len(self._team_choices) >= _team_choice.MAX_CHOICES):
-                self._team_choices.clear()      # partial_fit with ever new chunk sizes
-            choice = self._team_choices.setdefault((capacity, nt), _team_choice.TeamChoice())
+            choice = _team_choice.choice_for(self._team_choices, (capacity, nt))
 
         def run(order):
             if opt.lr != checked_lr[0]:

@@ -117,6 +117,22 @@ cdef inline Py_ssize_t gemm_scratch_size(Py_ssize_t M, Py_ssize_t N, Py_ssize_t 
     return (M + FASTBP_MAX_MR) * R + b_part
 
 
+cdef inline bint a_in_place(Py_ssize_t a_sm, Py_ssize_t a_sr, size_t item) noexcept nogil:
+    # Whether gemm and gemm_team read A's full row panels where they are (see the top of
+    # this file): rows of A, or A^T from rows under 2 KiB apart.
+    return a_sr == 1 or (a_sm == 1 and a_sr * <Py_ssize_t>item < 2048)
+
+
+cdef inline bint b_in_place(Py_ssize_t b_sr, Py_ssize_t b_sn, Py_ssize_t n_mb,
+                            size_t item) noexcept nogil:
+    # Whether B's full column panels are read where they are: B rows only when narrow and
+    # swept by few row panels. With many (a 200-row batch is 34 panels of 6) the packed
+    # copy is reused enough to pay for itself, and in place the panel's rows, 512 B or
+    # 1 KiB apart, fall into a few L1 sets and are evicted between sweeps (measured on a
+    # Zen 3: 200x64x128 in float64 ran 1.4x faster packed).
+    return b_sn == 1 and b_sr * <Py_ssize_t>item < 2048 and n_mb < 8
+
+
 cdef inline bint team_shares_b(Py_ssize_t N, Py_ssize_t R) noexcept nogil:
     # Whether gemm_team packs all of a (R x N) B once for the whole team (then every thread
     # reads every panel from the shared copy) rather than a panel per unit of work: for B
@@ -356,13 +372,8 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
     n_nb = (N + NR - 1) // NR
     b_packs = scratch + n_mb * MR * R
     nt = gemm_threads(M * N * R, n_threads)
-    a_inplace = a_sr == 1 or (a_sm == 1 and a_sr * <Py_ssize_t>sizeof(floating) < 2048)
-    # B rows are read in place only when narrow and swept by few row panels: with many
-    # (a 200-row batch is 34 panels of 6) the packed copy is reused enough to pay for
-    # itself, and in place the panel's rows, 512 B or 1 KiB apart, fall into a few L1 sets
-    # and are evicted between sweeps (measured on a Zen 3: 200x64x128 in float64 ran 1.4x
-    # faster packed).
-    b_inplace = b_sn == 1 and b_sr * <Py_ssize_t>sizeof(floating) < 2048 and n_mb < 8
+    a_inplace = a_in_place(a_sm, a_sr, sizeof(floating))
+    b_inplace = b_in_place(b_sr, b_sn, n_mb, sizeof(floating))
 
     if a_inplace:  # only the last, partial row panel
         if M % MR:
@@ -442,8 +453,8 @@ cdef inline void gemm_team(Team* team, floating* C, Py_ssize_t ldc,
     n_mb = (M + MR - 1) // MR
     n_nb = (N + NR - 1) // NR
     b_pack = scratch + n_mb * MR * R + team.tid * NR * R
-    a_inplace = a_sr == 1 or (a_sm == 1 and a_sr * <Py_ssize_t>sizeof(floating) < 2048)
-    b_inplace = b_sn == 1 and b_sr * <Py_ssize_t>sizeof(floating) < 2048 and n_mb < 8
+    a_inplace = a_in_place(a_sm, a_sr, sizeof(floating))
+    b_inplace = b_in_place(b_sr, b_sn, n_mb, sizeof(floating))
 
     if by_rows and a_inplace and team_shares_b(N, R):
         # Each thread takes a fixed, contiguous share of the row panels, all column panels

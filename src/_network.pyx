@@ -24,19 +24,10 @@ from cython.parallel cimport parallel, threadid
 
 cdef extern from *:
     """
-    #include <time.h>
-    /* Seconds on a clock that only moves forward: CLOCK_MONOTONIC where POSIX has it
-     * (glibc, musl, macOS); C11's TIME_UTC elsewhere (MSVC). TIME_UTC alone is the wall
-     * clock, which the time service may step: on the KVM guest the tests ran on it
-     * stepped by seconds, and a one-second wait timed on it ended early. */
+    #include "team.h"
+    /* seconds on team.h's clock, which only moves forward */
     static double fastbp_now(void) {
-        struct timespec ts;
-    #if defined(CLOCK_MONOTONIC)
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-    #else
-        timespec_get(&ts, TIME_UTC);
-    #endif
-        return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+        return 1e-9 * (double)fastbp_team_clock_ns();
     }
     """
     double fastbp_now() nogil

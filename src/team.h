@@ -65,19 +65,21 @@ static void fastbp_team_sync_init(fastbp_team_sync *s)
     s->yielding_ns = 0;
 }
 
-#if FASTBP_TEAM_AVAILABLE
+/* Nanoseconds on a clock that only moves forward: CLOCK_MONOTONIC where POSIX has it
+ * (glibc, musl, macOS); C11's TIME_UTC elsewhere (MSVC). TIME_UTC alone is the wall clock,
+ * which the time service may step: on the KVM guest the tests ran on it stepped by
+ * seconds, and a one-second wait timed on it ended early. Also _network.pyx's clock. */
 #include <time.h>
 static long long fastbp_team_clock_ns(void)
 {
     struct timespec ts;
 #if defined(CLOCK_MONOTONIC)
-    clock_gettime(CLOCK_MONOTONIC, &ts); /* never stepped, unlike TIME_UTC's wall clock */
+    clock_gettime(CLOCK_MONOTONIC, &ts);
 #else
     timespec_get(&ts, TIME_UTC);
 #endif
     return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
 }
-#endif
 
 /* Time the team's threads have spent waiting at barriers beyond the short spin, summed
  * over threads: on an idle machine a few percent of the threads' time (uneven shares);

@@ -253,10 +253,14 @@ def test_team_choice_ignores_an_epoch_that_ran_the_other_way():
     c = _team_choice.TeamChoice()
     c.record(True, 1e-3, 10, 1)     # the untimed first epoch
     c.record(False, 5e-3, 10, 10)   # not what it asked for: not counted
-    assert c.use_team() is True
-    for used in (True, False, False, True):
+    seen = []
+    for _ in range(4):              # the whole probe still to come, in its order
+        assert c.probing
+        used = c.use_team()
+        seen.append(used)
         c.record(used, 1e-3 if used else 2e-3, 10, 10)
-    assert c.use_team() is True
+    assert seen == [True, False, False, True]
+    assert not c.probing and c.use_team() is True
 
 
 def test_team_choice_does_not_probe_long_steps():
