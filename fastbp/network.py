@@ -178,14 +178,16 @@ class Network:
         # An upper bound of make_plan's layout (src/_network.pyx), in Python ints, so that
         # sizes too large for the machine's index type are an error before C sees them:
         # per batch row two slots per layer, two dZ slots, input and targets; GEMM scratch
-        # of (M + 8) R + 32 R per thread for the largest product of any layer.
+        # of (M + 8) R + 32 R per thread for the largest product of any layer; for a
+        # batch in halves a second gradient buffer and a second thread's scratch.
         key = (capacity, n_threads, input_slot)
         cached = self._work_cache
         if cached is not None and cached[0] == key:
             return cached[1]
         widest = max(self.layer_sizes)
         bound = (capacity * (2 * sum(self.layer_sizes) + 3 * widest)
-                 + (capacity + widest + 8) * widest + 32 * widest * max(capacity, widest) * n_threads)
+                 + (capacity + widest + 8) * widest + 32 * widest * max(capacity, widest) * (n_threads + 1)
+                 + self._params.size)
         check_buffer_size(bound, self.dtype, "the workspace of this batch size")
         _, size = _network.sizes_of(self._sizes, self._acts, capacity, input_slot, n_threads)
         work = np.empty(size, dtype=self.dtype)
@@ -283,8 +285,10 @@ class Network:
         # from its start up to the last good step (the kernels are deterministic). Plain
         # SGD's steps are fused into the weight products and never touch the weight part
         # of the gradient buffer, so the weights are saved there: no memory beyond the
-        # biases. The copies go into buffers made once.
-        fused = kind == 1 and not state and opt.l2 == 0
+        # biases (not when batches are computed in halves, see _network.batch_parts: their
+        # steps need both halves' gradients stored). The copies go into buffers made once.
+        fused = (kind == 1 and not state and opt.l2 == 0
+                 and _network.batch_parts(self._sizes, capacity) == 1)
         if fused:
             saved_biases = [np.empty_like(b) for b in self.biases]
         else:

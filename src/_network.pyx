@@ -43,11 +43,11 @@ from _dense cimport (dense_forward, dense_scratch_size, weight_gradient, weight_
 from _gemm cimport fastbp_set_target, fastbp_target_supported, fastbp_active_target
 from _losses cimport loss_and_output_gradient
 from _optim cimport (OptStep, OPT_NONE, OPT_SGD, OPT_ADAM, update_block, update_chunks,
-                     adam_set_step, update_layer_team)
+                     adam_set_step, update_layer_team, update_chunk, UPDATE_CHUNK)
 from _dense cimport (dense_forward_team, weight_gradient_team, weight_update_team,
                      input_gradient_team)
-from _losses cimport loss_and_output_gradient_team, weight_sum
-from _team cimport (Team, fastbp_team_sync, fastbp_team_sync_init, fastbp_team_size,
+from _losses cimport loss_and_output_gradient_team, weight_sum, loss_row, LOSS_CROSS_ENTROPY
+from _team cimport (Team, team_next, team_loop_done, fastbp_team_sync, fastbp_team_sync_init, fastbp_team_size,
                     fastbp_team_yielding_ns, fastbp_team_barrier_untimed, team_barrier,
                     team_share, FASTBP_TEAM_AVAILABLE)
 
@@ -67,21 +67,57 @@ cdef struct Plan:
     Py_ssize_t scratch_off
     Py_ssize_t y_off
     Py_ssize_t work_size
+    Py_ssize_t widest            # max n_l, l >= 1: the dZ slots' row length
+    int parts                    # 2: training steps compute a batch in two halves (see
+                                 # batch_parts); 1: whole
+    Py_ssize_t g2_off            # parts == 2: the second half's gradients (n_params)
+    Py_ssize_t scratch2_off      # parts == 2: the second half's GEMM scratch (one thread)
+    Py_ssize_t* chunk_base       # L + 1: the first update chunk of layer l (its weights'
+                                 # chunks, then its biases'), counted over the whole network
     double* partials             # the optimizer step's per-chunk results (_optim.pxd), for
-                                 # a layer's weights and biases together
+                                 # every chunk of the network
+
+
+# Training steps on small networks compute each batch in two halves of rows, whatever
+# the thread count: the forward and backward passes of a half are independent of the
+# other's, so with two threads each half runs on its own thread, with a barrier only
+# before the optimizer step (which sums the halves' weight gradients) and after it. The
+# team that shares out every product instead has some twenty barriers a step, and on the
+# 2-vCPU guest this was written on it made the 64-128-64-10 network of digits at batch
+# 200 only 1.07-1.28x faster than one thread. One thread computes the same halves one
+# after the other, so results stay the same bits for every thread count (SPEC); what the
+# halves change is only the order of the weight gradients' sums (two partial sums added),
+# as any data-parallel trainer does. Large networks (more than SPLIT_MAX_PARAMS
+# parameters) keep the team, which splits their products without a second gradient
+# buffer and with less of the weights read by both threads; batches of under
+# SPLIT_MIN_ROWS rows (capacity) are not split: their halves would be too short for the
+# products' row panels.
+cdef Py_ssize_t SPLIT_MAX_PARAMS = 1 << 16
+cdef Py_ssize_t SPLIT_MIN_ROWS = 64
+
+
+cpdef int batch_parts(const Py_ssize_t[::1] sizes, Py_ssize_t capacity) noexcept:
+    """2 when training steps of this network at this batch capacity compute each batch
+    in two halves (see SPLIT_MAX_PARAMS), else 1."""
+    cdef Py_ssize_t l, n_params = 0
+    for l in range(sizes.shape[0] - 1):
+        n_params += (sizes[l] + 1) * sizes[l + 1]
+    return 2 if n_params <= SPLIT_MAX_PARAMS and capacity >= SPLIT_MIN_ROWS else 1
 
 
 cdef int make_plan(Plan* p, const Py_ssize_t[::1] sizes, const int[::1] acts, int loss,
                    Py_ssize_t capacity, bint input_slot, int n_threads) except -1:
-    cdef Py_ssize_t L = sizes.shape[0] - 1, l, off = 0, widest = 0, scratch = 0, chunks = 1
+    cdef Py_ssize_t L = sizes.shape[0] - 1, l, off = 0, widest = 0, scratch = 0, chunks = 0
+    cdef Py_ssize_t scratch1 = 0
     p.n_layers = L
     p.sizes = &sizes[0]
     p.acts = &acts[0]
     p.loss = loss
     p.n_threads = n_threads
+    p.parts = batch_parts(sizes, capacity)
     for l in range(L):
-        chunks = max(chunks, update_chunks(sizes[l] * sizes[l + 1]) + update_chunks(sizes[l + 1]))
-    p.w_off = <Py_ssize_t*>malloc(4 * (L + 1) * sizeof(Py_ssize_t))
+        chunks += update_chunks(sizes[l] * sizes[l + 1]) + update_chunks(sizes[l + 1])
+    p.w_off = <Py_ssize_t*>malloc(5 * (L + 1) * sizeof(Py_ssize_t))
     p.partials = <double*>malloc(2 * chunks * sizeof(double))
     if p.w_off == NULL or p.partials == NULL:
         free(p.w_off)
@@ -90,14 +126,20 @@ cdef int make_plan(Plan* p, const Py_ssize_t[::1] sizes, const int[::1] acts, in
     p.b_off = p.w_off + (L + 1)
     p.z_off = p.b_off + (L + 1)
     p.a_off = p.z_off + (L + 1)
+    p.chunk_base = p.a_off + (L + 1)
+    p.chunk_base[0] = 0
     for l in range(L):
         p.w_off[l] = off
         off += sizes[l] * sizes[l + 1]
         p.b_off[l] = off
         off += sizes[l + 1]
+        p.chunk_base[l + 1] = (p.chunk_base[l] + update_chunks(sizes[l] * sizes[l + 1])
+                               + update_chunks(sizes[l + 1]))
         widest = max(widest, sizes[l + 1])
         scratch = max(scratch, dense_scratch_size(capacity, sizes[l], sizes[l + 1], n_threads))
+        scratch1 = max(scratch1, dense_scratch_size(capacity, sizes[l], sizes[l + 1], 1))
     p.n_params = off
+    p.widest = widest
     off = 0
     p.a_off[0] = 0
     if input_slot:
@@ -115,6 +157,12 @@ cdef int make_plan(Plan* p, const Py_ssize_t[::1] sizes, const int[::1] acts, in
     p.y_off = off
     if input_slot:
         off += capacity * sizes[L]
+    p.g2_off = off
+    p.scratch2_off = off
+    if p.parts == 2:
+        off += p.n_params
+        p.scratch2_off = off
+        off += scratch1
     p.work_size = off
     return 0
 
@@ -173,6 +221,182 @@ cdef inline floating* offset(floating* buf, Py_ssize_t off) noexcept nogil:
     return buf + off if buf != NULL else NULL
 
 
+# -- a batch in two halves (see SPLIT_MAX_PARAMS) ----------------------------------------
+
+cdef inline double batch_norm(const Plan* p, const floating* w, Py_ssize_t B) noexcept nogil:
+    # what loss_and_output_gradient divides the batch's loss sum by (0: weights sum to 0)
+    cdef double w_sum = weight_sum(w, B)
+    return w_sum if p.loss == LOSS_CROSS_ENTROPY else w_sum * p.sizes[p.n_layers]
+
+
+cdef inline void half_rows(Py_ssize_t B, int half, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
+    # rows [lo, hi) of the batch's half 0 or 1
+    cdef Py_ssize_t h = (B + 1) // 2
+    lo[0] = 0 if half == 0 else h
+    hi[0] = h if half == 0 else B
+
+
+cdef double half_gradient(const Plan* p, const floating* params, floating* G,
+                          floating* work, floating* scratch, const floating* X,
+                          const int64_t* labels, const floating* Y, const floating* w,
+                          Py_ssize_t lo, Py_ssize_t hi, double scale,
+                          double norm) noexcept nogil:
+    # Rows [lo, hi) of a batch through forward, loss and backward on this thread, their
+    # weight and bias gradients into G (laid out like params), each Z, A and dZ row where
+    # the whole batch's would be (the dZ slots' rows widest apart, so that the two halves
+    # never share a row however the layers' widths differ). Returns the halves' share of
+    # the loss sum: sum_i r_i l_i, which the caller adds to the other half's and divides
+    # by norm; each dZ row is already scaled by scale r_i / norm, as
+    # loss_and_output_gradient scales it.
+    cdef Py_ssize_t L = p.n_layers, l, i, K, N, Bh = hi - lo, nL = p.sizes[L]
+    cdef double total = 0, row, r_i
+    cdef const floating* a_in = X + lo * p.sizes[0]
+    cdef floating* dz[2]
+    cdef floating* dZ
+    dz[0] = work + p.dz_off[0] + lo * p.widest
+    dz[1] = work + p.dz_off[1] + lo * p.widest
+    for l in range(L):
+        N = p.sizes[l + 1]
+        dense_forward(work + p.z_off[l] + lo * N, work + p.a_off[l + 1] + lo * N, a_in,
+                      params + p.w_off[l], params + p.b_off[l],
+                      Bh, p.sizes[l], N, p.acts[l], 1, scratch)
+        a_in = work + p.a_off[l + 1] + lo * N
+    dZ = dz[(L - 1) % 2]
+    if norm == 0:
+        for i in range(Bh * nL):
+            dZ[i] = 0
+    else:
+        for i in range(Bh):
+            r_i = 1.0 if w == NULL else <double>w[lo + i]
+            row = loss_row(dZ, work + p.z_off[L - 1] + lo * nL, work + p.a_off[L] + lo * nL,
+                           labels + lo if labels != NULL else NULL,
+                           Y + lo * nL if Y != NULL else NULL, i, nL, p.loss, p.acts[L - 1],
+                           <floating>(scale * r_i / norm), True)
+            total += row if w == NULL else r_i * row
+    for l in range(L - 1, -1, -1):
+        K = p.sizes[l]
+        N = p.sizes[l + 1]
+        dZ = dz[l % 2]
+        a_in = X + lo * K if l == 0 else work + p.a_off[l] + lo * K
+        if l > 0:
+            input_gradient(dz[(l - 1) % 2], dZ, params + p.w_off[l],
+                           work + p.z_off[l - 1] + lo * K, work + p.a_off[l] + lo * K,
+                           Bh, K, N, p.acts[l - 1], 1, scratch)
+        weight_gradient(G + p.w_off[l], G + p.b_off[l], a_in, dZ, Bh, K, N, 1, scratch)
+    return total
+
+
+cdef inline void add_into(floating* g, const floating* g2, Py_ssize_t n) noexcept nogil:
+    # g += g2, element by element: the two halves' gradients
+    cdef Py_ssize_t i
+    for i in range(n):
+        g[i] = g[i] + g2[i]
+
+
+cdef inline void sgd_chunk(floating* param, const floating* grad, Py_ssize_t n,
+                           floating lr, double* out) noexcept nogil:
+    # Plain SGD's step as the fused weight product takes it (_dense.pxd's weight_update):
+    # fl(p - fl(lr g)), two roundings, as NumPy's p - lr * g (this module is compiled
+    # without FMA, so the compiler cannot contract them); out as update_chunk leaves it.
+    cdef Py_ssize_t i
+    cdef floating x
+    cdef bint finite = True
+    for i in range(n):
+        x = param[i] - lr * grad[i]
+        param[i] = x
+        if x - x != 0:
+            finite = False
+    out[0] = 0
+    out[1] = 0 if finite else 1
+
+
+cdef double update_halves(const Plan* p, floating* params, floating* grads,
+                          const floating* g2, floating* s1, floating* s2, const OptStep* o,
+                          floating decay, Team* team, bint* bad) noexcept nogil:
+    # The optimizer step of a batch computed in halves, over every chunk of the network
+    # (a layer's weight chunks, then its bias chunks; the penalty on the weights only):
+    # each chunk's gradient is the halves' sum, added into grads just before the chunk's
+    # step. team NULL: this thread does every chunk; otherwise chunks go to whichever
+    # thread of the team asks first, and all threads return the same value and *bad.
+    # Returns sum W^2 before the step, summed as loss_and_gradient's per-layer
+    # update_block calls sum it (layer L-1 first, each layer's chunks in order).
+    cdef Py_ssize_t L = p.n_layers, l, c, u, lo, n, off, n_w, units = p.chunk_base[L]
+    cdef bint want_sq = decay != 0, weights
+    cdef bint plain = o.kind == OPT_SGD and s1 == NULL and decay == 0
+    cdef double sq = 0, layer_sq
+    u = -1
+    while True:
+        if team == NULL:
+            u += 1
+            if u >= units:
+                break
+        else:
+            u = team_next(team, units)
+            if u < 0:
+                break
+        l = 0
+        while p.chunk_base[l + 1] <= u:
+            l += 1
+        n_w = p.sizes[l] * p.sizes[l + 1]
+        c = u - p.chunk_base[l]
+        weights = c < update_chunks(n_w)
+        if weights:
+            off = p.w_off[l] + c * UPDATE_CHUNK
+            n = min(<Py_ssize_t>UPDATE_CHUNK, n_w - c * UPDATE_CHUNK)
+        else:
+            c -= update_chunks(n_w)
+            off = p.b_off[l] + c * UPDATE_CHUNK
+            n = min(<Py_ssize_t>UPDATE_CHUNK, p.sizes[l + 1] - c * UPDATE_CHUNK)
+        add_into(grads + off, g2 + off, n)
+        if plain:
+            sgd_chunk(params + off, grads + off, n, <floating>o.lr, p.partials + 2 * u)
+        else:
+            update_chunk(params + off, grads + off, s1 + off if s1 != NULL else NULL,
+                         s2 + off if s2 != NULL else NULL, n, o, decay if weights else 0,
+                         want_sq and weights, p.partials + 2 * u)
+    if team != NULL:
+        team_loop_done(team, units)
+    for l in range(L - 1, -1, -1):
+        layer_sq = 0
+        for c in range(update_chunks(p.sizes[l] * p.sizes[l + 1])):
+            layer_sq += p.partials[2 * (p.chunk_base[l] + c)]
+        sq += layer_sq
+    for u in range(units):
+        if p.partials[2 * u + 1] != 0:
+            bad[0] = True
+    return sq
+
+
+cdef double loss_and_gradient_halves(const Plan* p, floating* params, floating* grads,
+                                     floating* s1, floating* s2, floating* work,
+                                     const floating* X, const int64_t* labels,
+                                     const floating* Y, const floating* w, Py_ssize_t B,
+                                     const Objective* obj, const OptStep* o,
+                                     double* penalty, bint* bad) noexcept nogil:
+    # loss_and_gradient (with grads) of a batch in two halves on this thread: what the
+    # two threads of epoch_thread compute together, in the same order.
+    cdef Py_ssize_t lo, hi
+    cdef double norm = batch_norm(p, w, B), total, value, decay
+    cdef floating* g2 = work + p.g2_off
+    penalty[0] = 0
+    half_rows(B, 0, &lo, &hi)
+    total = half_gradient(p, params, grads, work, work + p.scratch_off, X, labels, Y, w,
+                          lo, hi, obj.scale, norm)
+    half_rows(B, 1, &lo, &hi)
+    total = total + half_gradient(p, params, g2, work, work + p.scratch_off, X, labels, Y,
+                                  w, lo, hi, obj.scale, norm)
+    value = obj.scale * (total / norm) if norm != 0 else 0.0
+    if o.kind == OPT_NONE:
+        add_into(grads, g2, p.n_params)
+        return value
+    if not isfinite(value):
+        return value
+    decay = step_decay(obj, w, B)
+    penalty[0] = 0.5 * decay * update_halves(p, params, grads, g2, s1, s2, o,
+                                             <floating>decay, NULL, bad)
+    return value
+
+
 cdef double loss_and_gradient(const Plan* p, floating* params, floating* grads,
                               floating* s1, floating* s2, floating* work,
                               const floating* X, const int64_t* labels, const floating* Y,
@@ -192,6 +416,9 @@ cdef double loss_and_gradient(const Plan* p, floating* params, floating* grads,
     cdef floating* dZ
     cdef const floating* a_in
     cdef bint fused
+    if grads != NULL and p.parts == 2 and B >= 2:
+        return loss_and_gradient_halves(p, params, grads, s1, s2, work, X, labels, Y, w, B,
+                                        obj, o, penalty, bad)
     penalty[0] = 0
     forward_pass(p, params, work, X, B)
     dZ = work + p.dz_off[(L - 1) % 2] if grads != NULL else NULL
@@ -308,6 +535,36 @@ cdef double loss_and_gradient_team(Team* team, const Plan* p, floating* params,
     return value
 
 
+cdef double loss_and_gradient_team_halves(Team* team, const Plan* p, floating* params,
+                                          floating* grads, floating* s1, floating* s2,
+                                          floating* work, const floating* X,
+                                          const int64_t* labels, const floating* Y,
+                                          const floating* w, Py_ssize_t B,
+                                          const Objective* obj, const OptStep* o,
+                                          double* penalty, bint* bad,
+                                          double* half_total) noexcept nogil:
+    # loss_and_gradient_halves run by a team of two: thread t computes half t of the batch
+    # (into grads, or the plan's second gradient buffer), then both take the optimizer
+    # step together; both return its value, *penalty and *bad. half_total: 2 doubles
+    # shared by the team.
+    cdef Py_ssize_t lo, hi
+    cdef int t = team.tid
+    cdef double norm = batch_norm(p, w, B), value, decay
+    penalty[0] = 0
+    half_rows(B, t, &lo, &hi)
+    half_total[t] = half_gradient(p, params, grads if t == 0 else work + p.g2_off, work,
+                                  work + (p.scratch_off if t == 0 else p.scratch2_off),
+                                  X, labels, Y, w, lo, hi, obj.scale, norm)
+    team_barrier(team)
+    value = obj.scale * ((half_total[0] + half_total[1]) / norm) if norm != 0 else 0.0
+    if not isfinite(value):
+        return value
+    decay = step_decay(obj, w, B)
+    penalty[0] = 0.5 * decay * update_halves(p, params, grads, work + p.g2_off, s1, s2, o,
+                                             <floating>decay, team, bad)
+    return value
+
+
 # Threads join the epoch's team only for this many multiply-adds each per step (forward,
 # weight and input gradients of a full batch), as products get threads only from
 # GEMM_MACS_PER_THREAD: a step is some twenty dependent pieces with a barrier after each,
@@ -377,6 +634,7 @@ cdef struct EpochShared:
     const void* target           # the SIMD target (gemm.h's fastbp_target), read once for
                                  # the epoch: threads that read it apart could see two
     int64_t* steps_done
+    double half_total[2]         # a batch in halves: each half's loss sum
     # thread 0's results
     double total, total_penalty
     Py_ssize_t start, n_steps
@@ -415,7 +673,7 @@ cdef void epoch_thread(EpochShared* sh, const Plan* p, floating* params, floatin
     cdef double began = fastbp_now(), last_check = began
     cdef long long yielded = 0, yielded_now
     cdef int status = 0
-    cdef bint bad = False
+    cdef bint bad = False, halves
     team.tid = tid
     team.n = fastbp_team_size()
     team.sync = &sh.sync
@@ -434,7 +692,11 @@ cdef void epoch_thread(EpochShared* sh, const Plan* p, floating* params, floatin
             yielded = yielded_now
             last_check = now
             next_check = now + SIGNAL_CHECK_S
-        team_share(&team, B, &lo, &hi)
+        halves = p.parts == 2 and B >= 2
+        if halves:
+            half_rows(B, tid, &lo, &hi)     # the rows this thread computes
+        else:
+            team_share(&team, B, &lo, &hi)
         gather_batch(p, work, label_buf, wb, X, lab, ys, w, order + start, lo, hi)
         # not timed: here the others wait for thread 0's signal check and progress call
         # (the GIL, a callback), which is not the machine being busy
@@ -443,10 +705,17 @@ cdef void epoch_thread(EpochShared* sh, const Plan* p, floating* params, floatin
             break
         if o.kind == OPT_ADAM:
             adam_set_step(&o, lr, t0 + n_steps + 1)
-        value = loss_and_gradient_team(&team, p, params, grads, s1, s2, work, work,
-                                       label_buf if lab != NULL else NULL,
-                                       work + p.y_off if lab == NULL else NULL,
-                                       wb, B, obj, &o, &penalty, flag, &bad, rows)
+        if halves:
+            value = loss_and_gradient_team_halves(&team, p, params, grads, s1, s2, work, work,
+                                                  label_buf if lab != NULL else NULL,
+                                                  work + p.y_off if lab == NULL else NULL,
+                                                  wb, B, obj, &o, &penalty, &bad,
+                                                  sh.half_total)
+        else:
+            value = loss_and_gradient_team(&team, p, params, grads, s1, s2, work, work,
+                                           label_buf if lab != NULL else NULL,
+                                           work + p.y_off if lab == NULL else NULL,
+                                           wb, B, obj, &o, &penalty, flag, &bad, rows)
         if not isfinite(value):
             status = 1
             break
@@ -609,6 +878,8 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
     sh.fallback = False
     steps_done[0] = 0
     make_plan(&p, sizes, acts, loss, batch_size, True, n_threads)
+    if p.parts == 2:
+        team = min(team, 2)     # a thread for each half of a batch
     try:
         if team >= 2 and n > 0 and fastbp_now() >= team_blocked_until:
             # one parallel region for the whole epoch (see epoch_thread)

@@ -125,6 +125,45 @@ def test_team_epoch_with_row_weights_equals_serial(target, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_team_epoch_in_halves_with_row_weights_equals_serial(target, dtype, opt_name):
+    # Batches of 65 in halves of 33 and 32 rows, one thread each: a first batch whose
+    # first half weighs nothing, a second batch that weighs nothing at all (no gradient;
+    # the penalty only), 131 = 2 * 65 + 1 ending with a one-row batch (not halved), and
+    # a one-unit hidden layer beside a wider one (the dZ rows of the two halves must not
+    # overlap whatever the layers' widths)
+    _require_threads()
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((131, 9)).astype(dtype)
+    y = rng.integers(0, 5, 131)
+    w = rng.random(131).astype(dtype)
+    w[:33] = 0
+    w[65:130] = 0
+    order = np.arange(131)
+    for sizes in ([9, 40, 1, 5], [9, 3, 60, 5]):
+        runs = []
+        for nt in [1] + THREADS:
+            net = fastbp.Network(sizes, activation="tanh", dtype=dtype, seed=3, n_threads=nt)
+            opt = OPTIMIZERS[opt_name]()
+            stats = [tuple(net.train_epoch(X, y, optimizer=opt, batch_size=65, order=order,
+                                           sample_weight=w))[:4] for _ in range(2)]
+            runs.append((net, opt, stats))
+        for other in runs[1:]:
+            _assert_same(runs[0], other)
+
+
+def test_small_networks_train_in_halves():
+    from fastbp import _network
+    sizes = lambda *s: np.array(s, dtype=np.intp)
+    assert _network.batch_parts(sizes(64, 128, 64, 10), 200) == 2     # 17,226 parameters
+    assert _network.batch_parts(sizes(64, 128, 64, 10), 64) == 2
+    assert _network.batch_parts(sizes(64, 128, 64, 10), 63) == 1      # halves too short
+    assert _network.batch_parts(sizes(784, 128, 10), 200) == 1        # 101,770: too many
+    assert _network.batch_parts(sizes(255, 255, 1), 64) == 2          # 65,536: the most
+    assert _network.batch_parts(sizes(256, 255, 1), 64) == 1
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_team_epoch_large_products_equal_serial(dtype):
     # W of 300 x 400 is too large for a B shared by the team (gemm_team hands out column
     # panels), and 900-row batches span several row blocks
@@ -139,19 +178,20 @@ def test_team_epoch_large_products_equal_serial(dtype):
                                   opt_name, X, y, 900, epochs=1))
 
 
-def test_team_epoch_reports_divergence_like_the_serial_one():
+@pytest.mark.parametrize("batch", [8, 64])   # 64: in halves, SGD not fused
+def test_team_epoch_reports_divergence_like_the_serial_one(batch):
     # a learning rate that overflows float32 parameters within the epoch: both loops stop
     # at the same step and restore the same parameters
     _require_threads()
     rng = np.random.default_rng(4)
-    X = (rng.standard_normal((64, 8)) * 1e3).astype(np.float32)
-    y = (rng.standard_normal((64, 1)) * 1e6).astype(np.float32)
+    X = (rng.standard_normal((8 * batch, 8)) * 1e3).astype(np.float32)
+    y = (rng.standard_normal((8 * batch, 1)) * 1e6).astype(np.float32)
     results = []
     for nt in (1, 2):
         net = fastbp.Network([8, 16, 1], loss="mse", dtype=np.float32, seed=0, n_threads=nt)
         opt = optim.SGD(lr=1e3)
         with pytest.raises(ValueError, match="diverged"):
-            net.train_epoch(X, y, optimizer=opt, batch_size=8, shuffle=False)
+            net.train_epoch(X, y, optimizer=opt, batch_size=batch, shuffle=False)
         results.append((net, opt))
     (a, oa), (b, ob) = results
     for x, y_ in zip(a.weights + a.biases, b.weights + b.biases):
@@ -161,7 +201,11 @@ def test_team_epoch_reports_divergence_like_the_serial_one():
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_team_falling_back_to_one_thread_mid_epoch_equals_serial(dtype):
+@pytest.mark.parametrize("sizes,n,batch", [
+    ([300, 400, 40], 6000, 50),        # products shared out
+    ([64, 128, 64, 10], 60000, 200),   # batches in halves
+])
+def test_team_falling_back_to_one_thread_mid_epoch_equals_serial(dtype, sizes, n, batch):
     # With TEAM_MAX_YIELDING below zero every check finds the team too slow: at its first
     # check (after SIGNAL_CHECK_S = 20 ms of an epoch that lasts longer) the team stops
     # and the epoch goes on on one thread from that step; later epochs start on one
@@ -169,22 +213,20 @@ def test_team_falling_back_to_one_thread_mid_epoch_equals_serial(dtype):
     _require_threads()
     from fastbp import _network
     rng = np.random.default_rng(6)
-    X = rng.standard_normal((6000, 300)).astype(dtype)
-    y = rng.integers(0, 40, 6000)
-    serial = _run([300, 400, 40], "relu", "cross_entropy", dtype, 1, "adam", X, y, 50,
-                  epochs=1)
+    X = rng.standard_normal((n, sizes[0])).astype(dtype)
+    y = rng.integers(0, sizes[-1], n)
+    serial = _run(sizes, "relu", "cross_entropy", dtype, 1, "adam", X, y, batch, epochs=1)
     _network.set_team_policy(0, -1.0)
     assert not _network.team_fallback_active()
     t0 = time.perf_counter()
-    team = _run([300, 400, 40], "relu", "cross_entropy", dtype, 2, "adam", X, y, 50,
-                epochs=1)
+    team = _run(sizes, "relu", "cross_entropy", dtype, 2, "adam", X, y, batch, epochs=1)
     assert time.perf_counter() - t0 > 0.05     # long enough for a check mid-epoch
     assert _network.team_fallback_active()
     _assert_same(serial, team)
     # and an epoch that starts on one thread because of it
-    _assert_same(_run([300, 400, 40], "relu", "cross_entropy", dtype, 1, "adam", X, y, 50,
+    _assert_same(_run(sizes, "relu", "cross_entropy", dtype, 1, "adam", X, y, batch,
                       epochs=2),
-                 _run([300, 400, 40], "relu", "cross_entropy", dtype, 2, "adam", X, y, 50,
+                 _run(sizes, "relu", "cross_entropy", dtype, 2, "adam", X, y, batch,
                       epochs=2))
 
 
