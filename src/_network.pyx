@@ -692,8 +692,10 @@ cdef void epoch_thread(EpochShared* sh, const Plan* p, floating* params, floatin
             yielded = yielded_now
             last_check = now
             next_check = now + SIGNAL_CHECK_S
+        # a batch in halves, one per thread (see SPLIT_MAX_PARAMS); a team that OpenMP
+        # gave one thread (OMP_THREAD_LIMIT) computes both, as the serial loop does
         halves = p.parts == 2 and B >= 2
-        if halves:
+        if halves and team.n == 2:
             half_rows(B, tid, &lo, &hi)     # the rows this thread computes
         else:
             team_share(&team, B, &lo, &hi)
@@ -705,7 +707,12 @@ cdef void epoch_thread(EpochShared* sh, const Plan* p, floating* params, floatin
             break
         if o.kind == OPT_ADAM:
             adam_set_step(&o, lr, t0 + n_steps + 1)
-        if halves:
+        if halves and team.n == 1:
+            value = loss_and_gradient_halves(p, params, grads, s1, s2, work, work,
+                                             label_buf if lab != NULL else NULL,
+                                             work + p.y_off if lab == NULL else NULL,
+                                             wb, B, obj, &o, &penalty, &bad)
+        elif halves:
             value = loss_and_gradient_team_halves(&team, p, params, grads, s1, s2, work, work,
                                                   label_buf if lab != NULL else NULL,
                                                   work + p.y_off if lab == NULL else NULL,

@@ -13,6 +13,9 @@ for several GEMM row blocks. Three threads on a two-core machine check that a te
 than the machine still agrees (and does not deadlock).
 """
 
+import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -150,6 +153,36 @@ def test_team_epoch_in_halves_with_row_weights_equals_serial(target, dtype, opt_
             runs.append((net, opt, stats))
         for other in runs[1:]:
             _assert_same(runs[0], other)
+
+
+def test_team_given_one_thread_computes_both_halves(tmp_path):
+    # OMP_THREAD_LIMIT=1: the parallel region asked for two threads gets one, which must
+    # then compute both halves of each batch itself (before it did, the second half's
+    # gradients were never computed and training diverged at the first step)
+    _require_threads()
+    code = """if True:
+        import numpy as np, fastbp
+        from fastbp import optim, _network, _team_choice
+        _network.set_team_policy(0, float("inf"))
+        _team_choice.ENABLED = False
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((300, 9)).astype(np.float32)
+        y = rng.integers(0, 5, 300)
+        params = []
+        for nt in (1, 2):
+            net = fastbp.Network([9, 40, 5], seed=0, n_threads=nt)
+            assert net.n_threads == nt and _network.batch_parts(net._sizes, 100) == 2
+            net.train_epoch(X, y, optimizer=optim.Adam(lr=0.01), batch_size=100,
+                            shuffle=False)
+            params.append(net._params.copy())
+        assert np.array_equal(params[0], params[1])
+        print("same")
+    """
+    env = dict(os.environ, OMP_THREAD_LIMIT="1")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "same"
 
 
 def test_small_networks_train_in_halves():
