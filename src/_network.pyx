@@ -581,12 +581,19 @@ cdef Py_ssize_t TEAM_MIN_MACS_PER_THREAD = 1 << 20      # 1 Mi
 # the cores, that thread is often not running, and the team ran 8x slower than one thread
 # (a 10-128-64-1 network beside a busy loop on a 2-core guest). So thread 0 watches the
 # time the threads spend waiting beyond the barrier's spin: past TEAM_MAX_YIELDING of
-# their time, over SIGNAL_CHECK_S within an epoch or over a whole shorter epoch, the
-# epoch goes on (or the next ones run) on one thread, and the team is tried again after
-# TEAM_RETRY_S. Results do not depend on which way an epoch runs.
+# their time over SIGNAL_CHECK_S within an epoch, the epoch goes on on one thread; past
+# it on average over the last few shorter epochs (team_yielding: each epoch's share
+# weighs half, the ones before the other half), the next epochs run on one thread; the
+# team is tried again after TEAM_RETRY_S. Results do not depend on which way an epoch
+# runs. The average, not each short epoch on its own: the two halves of a batch (see
+# SPLIT_MAX_PARAMS) wait for each other at the optimizer step, and on an idle 2-vCPU
+# guest the share of a digits epoch (1.5 ms) spent so was 3% in the median but up to 24%
+# in single epochs, which had blocked the team for a second at a time in most fits;
+# beside a busy loop it was 31-55% in the median.
 cdef double TEAM_MAX_YIELDING = 0.25
 cdef double TEAM_RETRY_S = 1.0
 cdef double team_blocked_until = 0    # fastbp_now() before which epochs run on one thread
+cdef double team_yielding = 0         # the recent epochs' share of waiting, averaged
 
 
 def set_team_policy(min_macs=None, max_yielding=None):
@@ -594,13 +601,14 @@ def set_team_policy(min_macs=None, max_yielding=None):
     fallback to one thread; returns the previous (min_macs, max_yielding). For the tests,
     which run the team on small networks with min_macs=0, and whatever the machine's load
     with max_yielding=inf."""
-    global TEAM_MIN_MACS_PER_THREAD, TEAM_MAX_YIELDING, team_blocked_until
+    global TEAM_MIN_MACS_PER_THREAD, TEAM_MAX_YIELDING, team_blocked_until, team_yielding
     previous = (TEAM_MIN_MACS_PER_THREAD, TEAM_MAX_YIELDING)
     if min_macs is not None:
         TEAM_MIN_MACS_PER_THREAD = max(<Py_ssize_t>min_macs, 0)
     if max_yielding is not None:
         TEAM_MAX_YIELDING = max_yielding
     team_blocked_until = 0
+    team_yielding = 0
     return previous
 
 
@@ -628,7 +636,8 @@ cdef struct EpochShared:
     bint stop                    # thread 0's signal check raised: all stop at the barrier
     bint fallback                # the team is too slow here: all stop, the epoch goes on
                                  # on one thread (see TEAM_MAX_YIELDING)
-    bint contended               # the epoch's waits were past TEAM_MAX_YIELDING
+    double yielding              # the share of the threads' time spent waiting past the
+                                 # spin, over the epoch
     PyObject* error              # the exception it raised (a new reference), or NULL
     PyObject* progress           # borrowed, or NULL
     const void* target           # the SIMD target (gemm.h's fastbp_target), read once for
@@ -739,9 +748,8 @@ cdef void epoch_thread(EpochShared* sh, const Plan* p, floating* params, floatin
         now = fastbp_now()
         if status == 0 and not sh.stop and not sh.fallback and now >= next_check:
             team_checks(sh.progress, start, &sh.error)
-        if (fastbp_team_yielding_ns(&sh.sync) * 1e-9
-                > TEAM_MAX_YIELDING * team.n * (now - began)):
-            sh.contended = True
+        sh.yielding = (fastbp_team_yielding_ns(&sh.sync) * 1e-9
+                       / max(team.n * (now - began), 1e-9))
         sh.total = total
         sh.total_penalty = total_penalty
         sh.start = start
@@ -880,7 +888,7 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
     cdef double* rows = NULL
     cdef floating flag[1]
     cdef object error
-    global team_blocked_until
+    global team_blocked_until, team_yielding
     cdef int team = team_size(sizes, batch_size, n_threads)
     sh.fallback = False
     steps_done[0] = 0
@@ -896,7 +904,7 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
             fastbp_team_sync_init(&sh.sync)
             sh.stop = False
             sh.fallback = False
-            sh.contended = False
+            sh.yielding = 0
             sh.error = NULL
             sh.progress = <PyObject*>progress if progress is not None else NULL
             sh.steps_done = &steps_done[0]
@@ -906,8 +914,11 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
                 epoch_thread(&sh, &p, &params[0], &grads[0], s1, s2, &work[0],
                              &label_buf[0], wb, &X[0, 0], lab, ys, w, &order[0], n,
                              batch_size, &o, lr, t0, &obj, flag, rows, threadid())
-            if sh.contended and not sh.fallback:
-                team_blocked_until = fastbp_now() + TEAM_RETRY_S
+            if not sh.fallback:
+                team_yielding = 0.5 * team_yielding + 0.5 * sh.yielding
+                if team_yielding > TEAM_MAX_YIELDING:
+                    team_blocked_until = fastbp_now() + TEAM_RETRY_S
+                    team_yielding = 0
             if sh.error != NULL:
                 error = <object>sh.error
                 Py_XDECREF(sh.error)
@@ -959,6 +970,7 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
     if team >= 2 and n > 0 and sh.fallback:
         # retried a second after the epoch that gave up on the team
         team_blocked_until = fastbp_now() + TEAM_RETRY_S
+        team_yielding = 0
     return total, total_penalty, start, n_steps, status
 
 

@@ -263,6 +263,25 @@ def test_team_falling_back_to_one_thread_mid_epoch_equals_serial(dtype, sizes, n
                       epochs=2))
 
 
+def test_short_team_epochs_that_wait_too_long_block_the_team():
+    # Epochs shorter than SIGNAL_CHECK_S are judged at their end, on the average share of
+    # waiting over the recent epochs: with TEAM_MAX_YIELDING below zero any average is
+    # too much, so after one team epoch the next ones run on one thread (the same bits)
+    _require_threads()
+    from fastbp import _network
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((300, 9)).astype(np.float32)
+    y = rng.integers(0, 5, 300)
+    serial = _run([9, 40, 5], "relu", "cross_entropy", np.float32, 1, "adam", X, y, 100)
+    _network.set_team_policy(0, -1.0)
+    assert not _network.team_fallback_active()
+    team = _run([9, 40, 5], "relu", "cross_entropy", np.float32, 2, "adam", X, y, 100)
+    assert _network.team_fallback_active()
+    _assert_same(serial, team)
+    _network.set_team_policy(0, float("inf"))     # and clearing the policy clears it
+    assert not _network.team_fallback_active()
+
+
 def test_team_threshold_keeps_small_steps_serial():
     # 64-128-64-10 at batch 200 is 8.6M multiply-adds a step: up to 8 threads at 1Mi
     # each; 64-32-10 at batch 16 (81K) stays on one thread; batch 1 too
