@@ -360,17 +360,27 @@ def test_team_choice_ignores_an_epoch_that_ran_the_other_way():
 def test_team_choice_does_not_probe_long_steps():
     # steps of LONG_STEP_S or more keep the team without probing (probing would cost
     # seconds, and a team's cost is small next to such steps)
+    # (long in the untimed first epoch and in the first timed one)
     from fastbp import _team_choice
     c = _team_choice.TeamChoice()
+    c.record(True, 10 * _team_choice.LONG_STEP_S, 640, 10)
+    assert c.probing and c.use_team() is True
     c.record(True, 10 * _team_choice.LONG_STEP_S, 640, 10)
     assert not c.probing and c.use_team() is True
     for _ in range(3 * _team_choice.RECHECK_EPOCHS):
         c.record(True, 1.0, 640, 10)
         assert not c.probing and c.use_team() is True
-    # and one just under the limit is probed
+    # one just under the limit is probed
     c = _team_choice.TeamChoice()
+    c.record(True, 10 * _team_choice.LONG_STEP_S, 640, 10)
     c.record(True, 0.9 * _team_choice.LONG_STEP_S * 10, 640, 10)
     assert c.probing
+    # and so is a slow untimed epoch followed by a fast one: it counts as the probe's
+    # first team epoch, and the probe goes on with one thread
+    c = _team_choice.TeamChoice()
+    c.record(True, 10 * _team_choice.LONG_STEP_S, 640, 10)
+    c.record(True, 0.1 * _team_choice.LONG_STEP_S * 10, 640, 10)
+    assert c.probing and c.use_team() is False
 
 
 def _threads_of_each_epoch(monkeypatch):
