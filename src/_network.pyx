@@ -7,7 +7,9 @@
 # capacity C (see work_size):
 #     [A_0 (C x n0), only with an input slot] Z_1, A_1, ..., Z_L, A_L (C x n_l each),
 #     dZ ping-pong (2 x C x max n_l), GEMM scratch (see _dense.dense_scratch_size),
-#     Y (C x n_L, only with an input slot)
+#     Y (C x n_L, only with an input slot),
+#     [for batches in halves (batch_parts): the second half's gradients (laid out like
+#     the parameters) and its thread's GEMM scratch]
 # A batch of B <= C rows uses the first B rows of each slot. The Python layer allocates
 # all of this once per call (once per fit), so nothing is allocated per batch.
 #
