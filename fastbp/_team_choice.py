@@ -14,8 +14,9 @@ faster. No size rule fits all of that, so the runner measures.
 The results are the same bits whichever way an epoch runs (SPEC: identical for every
 n_threads), so the choice can only change the speed. A TeamChoice lets the first epoch run
 untimed on the team (it pays for cold caches and the threads' start), times the next four
-in the order team, one, one, team (a steady drift in the machine's speed then weighs on
-both alike), keeps the team only if it was at least TEAM_MARGIN faster (a barely faster
+in the order team, one, one, team, compares the faster epoch of each way (a single
+stalled epoch, which the guest showed at times, then does not decide; the sums had),
+keeps the team only if it was at least TEAM_MARGIN faster (a barely faster
 team holds a second core for nothing), and probes again every RECHECK_EPOCHS epochs, for
 a machine whose load changes. An epoch that the team itself moved to one thread (see
 below) counts as a team epoch: a team that does that is not worth keeping. Steps of
@@ -45,7 +46,7 @@ class TeamChoice:
         self._warm_up = True
         self._long_so_far = False
         self._plan = list(PROBE)
-        self._seconds = {True: 0.0, False: 0.0}
+        self._seconds = {True: float("inf"), False: float("inf")}
         self._use_team = True
         self._recheck = True
         self._since_probe = 0
@@ -79,12 +80,14 @@ class TeamChoice:
             self._since_probe += 1
             if self._recheck and self._since_probe >= RECHECK_EPOCHS:
                 self._plan = list(PROBE)
-                self._seconds = {True: 0.0, False: 0.0}
+                self._seconds = {True: float("inf"), False: float("inf")}
             return
         if used_team != self._plan[0]:
             return
         self._plan.pop(0)
-        self._seconds[used_team] += seconds / rows
+        # the faster of each way's two epochs: one epoch that stalls (a core taken away
+        # for a few milliseconds, seen on the guest) does not decide the choice
+        self._seconds[used_team] = min(self._seconds[used_team], seconds / rows)
         if not self._plan:
             self._use_team = self._seconds[True] < (1 - TEAM_MARGIN) * self._seconds[False]
             self._since_probe = 0

@@ -342,6 +342,19 @@ def test_team_choice_probes_team_one_one_team_and_keeps_the_faster():
         assert c.use_team() is (not keeps_team)
 
 
+def test_team_choice_is_not_decided_by_one_stalled_epoch():
+    # the faster epoch of each way counts: a team epoch ten times slower than the other
+    # (a core taken away for a while) does not make it choose one thread, nor a stalled
+    # one-thread epoch the team
+    from fastbp import _team_choice
+    for times, keeps_team in [((1.0, 2.0, 2.0, 10.0), True), ((2.0, 20.0, 1.0, 2.0), False)]:
+        c = _team_choice.TeamChoice()
+        c.record(True, 1e-3, 1, 1)
+        for seconds in times:
+            c.record(c.use_team(), seconds, 1, 1000)
+        assert not c.probing and c.use_team() is keeps_team
+
+
 def test_team_choice_ignores_an_epoch_that_ran_the_other_way():
     from fastbp import _team_choice
     c = _team_choice.TeamChoice()
