@@ -1,15 +1,16 @@
 """Whether a fit's epochs run on their team of threads or on one thread, chosen by timing.
 
-With two or more threads, an epoch whose steps are large enough runs as one team that
-shares out every product (src/_network.pyx, src/team.h). Whether that pays depends on the
-machine as much as on the network, and on a shared machine it changes with time: what the
-team costs is the cache lines its threads pass each other at every product, and their
-price ranges from tens of nanoseconds (cores that share a cache) to hundreds. On the
-2-vCPU guest this was written on, a line's round trip between the two cores took about
-460 ns in one hour, and the 64-128-64-10 network of digits at batch 200 trained 0.81-0.96x
-as fast on two threads as on one; in another hour it trained 1.2-1.45x faster (the
-placement of the guest's cores had changed), and 784-512-512-10 at batch 128 runs 1.28x
-faster. No size rule fits all of that, so the runner measures.
+With two or more threads, an epoch whose steps are large enough runs as one team, which
+shares out every product or, on small networks, computes each half of a batch on its own
+thread (src/_network.pyx, src/team.h). Whether that pays depends on the machine as much
+as on the network, and on a shared machine it changes with time: what the team costs is
+the cache lines its threads pass each other, and their price ranges from tens of
+nanoseconds (cores that share a cache) to hundreds. On the 2-vCPU guest this was written
+on, a line's round trip between the two cores took 50-130 ns in some hours and 420-520 ns
+in others; the 64-128-64-10 network of digits at batch 200 trained 0.81-0.96x as fast on
+two threads as on one in one hour (products shared out) and 1.04-1.49x faster in halves
+in others, and at times a second core gained nothing at all. No size rule fits all of
+that, so the runner measures.
 
 The results are the same bits whichever way an epoch runs (SPEC: identical for every
 n_threads), so the choice can only change the speed. A TeamChoice lets the first epoch run

@@ -102,6 +102,37 @@ cdef inline double weight_sum(const floating* w, Py_ssize_t B) noexcept nogil:
     return w_sum
 
 
+cdef inline double loss_norm(const floating* w, Py_ssize_t B, Py_ssize_t N,
+                             int loss) noexcept nogil:
+    # What a batch's loss sum is divided by: its weight sum (B without weights), times N
+    # for the element-wise losses, which average over a row's N outputs too; 0 when the
+    # weights sum to zero.
+    cdef double w_sum = weight_sum(w, B)
+    return w_sum if loss == LOSS_CROSS_ENTROPY else w_sum * N
+
+
+cdef inline double loss_rows(
+        floating* dZ, const floating* Z, const floating* A, const int64_t* labels,
+        const floating* Y, const floating* w, Py_ssize_t rows, Py_ssize_t N, int loss,
+        int out_act, double scale, double norm, bint lse_from_softmax) noexcept nogil:
+    # sum_i r_i l_i over `rows` rows (r_i = w_i, or 1 without weights) in row order, and
+    # when dZ is not NULL their gradient rows, each scaled by scale r_i / norm; norm 0 (a
+    # batch that weighs nothing): 0 and zero gradients. The pointers are at the first row.
+    cdef Py_ssize_t i
+    cdef double total = 0, row, r_i
+    if norm == 0:
+        if dZ != NULL:
+            for i in range(rows * N):
+                dZ[i] = 0
+        return 0.0
+    for i in range(rows):
+        r_i = 1.0 if w == NULL else <double>w[i]
+        row = loss_row(dZ, Z, A, labels, Y, i, N, loss, out_act,
+                       <floating>(scale * r_i / norm), lse_from_softmax)
+        total += row if w == NULL else r_i * row
+    return total
+
+
 cdef inline double loss_and_output_gradient(
         floating* dZ,                                   # OUT (B, N), may be NULL
         const floating* Z, const floating* A,           # IN  (B, N) logits, outputs
@@ -115,22 +146,10 @@ cdef inline double loss_and_output_gradient(
     mean over its N elements). A batch whose weights sum to zero has loss 0 and gradient 0.
     lse_from_softmax: for cross-entropy, A is softmax_row(Z) and lse is taken from it (see
     loss_row); otherwise lse is computed from Z alone."""
-    cdef Py_ssize_t i
-    cdef double total = 0, row, r_i
-    cdef double w_sum = weight_sum(w, B)
-    if w_sum == 0:
-        if dZ != NULL:
-            for i in range(B * N):
-                dZ[i] = 0
-        return 0.0
-    # the element-wise losses average over the N outputs of a row too
-    cdef double norm = w_sum if loss == LOSS_CROSS_ENTROPY else w_sum * N
-    for i in range(B):
-        r_i = 1.0 if w == NULL else <double>w[i]
-        row = loss_row(dZ, Z, A, labels, Y, i, N, loss, out_act,
-                       <floating>(scale * r_i / norm), lse_from_softmax)
-        total += row if w == NULL else r_i * row
-    return scale * (total / norm)
+    cdef double norm = loss_norm(w, B, N, loss)
+    cdef double total = loss_rows(dZ, Z, A, labels, Y, w, B, N, loss, out_act, scale, norm,
+                                  lse_from_softmax)
+    return scale * (total / norm) if norm != 0 else 0.0
 
 
 cdef inline double loss_and_output_gradient_team(
@@ -143,10 +162,9 @@ cdef inline double loss_and_output_gradient_team(
     # thread sums them in row order as the serial loop does, so all return its value.
     cdef Py_ssize_t i, lo, hi
     cdef double total = 0, r_i
-    cdef double w_sum = weight_sum(w, B)
-    cdef double norm = w_sum if loss == LOSS_CROSS_ENTROPY else w_sum * N
+    cdef double norm = loss_norm(w, B, N, loss)
     team_share(team, B, &lo, &hi)
-    if w_sum == 0:
+    if norm == 0:
         if dZ != NULL:
             for i in range(lo * N, hi * N):
                 dZ[i] = 0

@@ -48,7 +48,7 @@ from _optim cimport (OptStep, OPT_NONE, OPT_SGD, OPT_ADAM, update_block, update_
                      adam_set_step, update_layer_team, update_chunk, UPDATE_CHUNK)
 from _dense cimport (dense_forward_team, weight_gradient_team, weight_update_team,
                      input_gradient_team)
-from _losses cimport loss_and_output_gradient_team, weight_sum, loss_row, LOSS_CROSS_ENTROPY
+from _losses cimport loss_and_output_gradient_team, weight_sum, loss_norm, loss_rows
 from _team cimport (Team, team_next, team_loop_done, fastbp_team_sync,
                     fastbp_team_sync_init, fastbp_team_size,
                     fastbp_team_yielding_ns, fastbp_team_barrier_untimed, team_barrier,
@@ -111,7 +111,7 @@ cpdef int batch_parts(const Py_ssize_t[::1] sizes, Py_ssize_t capacity) noexcept
 
 cdef int make_plan(Plan* p, const Py_ssize_t[::1] sizes, const int[::1] acts, int loss,
                    Py_ssize_t capacity, bint input_slot, int n_threads) except -1:
-    cdef Py_ssize_t L = sizes.shape[0] - 1, l, off = 0, widest = 0, scratch = 0, chunks = 0
+    cdef Py_ssize_t L = sizes.shape[0] - 1, l, off = 0, widest = 0, scratch = 0
     cdef Py_ssize_t scratch1 = 0
     p.n_layers = L
     p.sizes = &sizes[0]
@@ -119,13 +119,9 @@ cdef int make_plan(Plan* p, const Py_ssize_t[::1] sizes, const int[::1] acts, in
     p.loss = loss
     p.n_threads = n_threads
     p.parts = batch_parts(sizes, capacity)
-    for l in range(L):
-        chunks += update_chunks(sizes[l] * sizes[l + 1]) + update_chunks(sizes[l + 1])
+    p.partials = NULL
     p.w_off = <Py_ssize_t*>malloc(5 * (L + 1) * sizeof(Py_ssize_t))
-    p.partials = <double*>malloc(2 * chunks * sizeof(double))
-    if p.w_off == NULL or p.partials == NULL:
-        free(p.w_off)
-        free(p.partials)
+    if p.w_off == NULL:
         raise MemoryError()
     p.b_off = p.w_off + (L + 1)
     p.z_off = p.b_off + (L + 1)
@@ -144,6 +140,11 @@ cdef int make_plan(Plan* p, const Py_ssize_t[::1] sizes, const int[::1] acts, in
         scratch1 = max(scratch1, dense_scratch_size(capacity, sizes[l], sizes[l + 1], 1))
     p.n_params = off
     p.widest = widest
+    p.partials = <double*>malloc(2 * p.chunk_base[L] * sizeof(double))
+    if p.partials == NULL:
+        free(p.w_off)
+        p.w_off = NULL
+        raise MemoryError()
     off = 0
     p.a_off[0] = 0
     if input_slot:
@@ -227,12 +228,6 @@ cdef inline floating* offset(floating* buf, Py_ssize_t off) noexcept nogil:
 
 # -- a batch in two halves (see SPLIT_MAX_PARAMS) ----------------------------------------
 
-cdef inline double batch_norm(const Plan* p, const floating* w, Py_ssize_t B) noexcept nogil:
-    # what loss_and_output_gradient divides the batch's loss sum by (0: weights sum to 0)
-    cdef double w_sum = weight_sum(w, B)
-    return w_sum if p.loss == LOSS_CROSS_ENTROPY else w_sum * p.sizes[p.n_layers]
-
-
 cdef inline void half_rows(Py_ssize_t B, int half, Py_ssize_t* lo, Py_ssize_t* hi) noexcept nogil:
     # rows [lo, hi) of the batch's half 0 or 1
     cdef Py_ssize_t h = (B + 1) // 2
@@ -252,8 +247,8 @@ cdef double half_gradient(const Plan* p, const floating* params, floating* G,
     # the loss sum: sum_i r_i l_i, which the caller adds to the other half's and divides
     # by norm; each dZ row is already scaled by scale r_i / norm, as
     # loss_and_output_gradient scales it.
-    cdef Py_ssize_t L = p.n_layers, l, i, K, N, Bh = hi - lo, nL = p.sizes[L]
-    cdef double total = 0, row, r_i
+    cdef Py_ssize_t L = p.n_layers, l, K, N, Bh = hi - lo, nL = p.sizes[L]
+    cdef double total
     cdef const floating* a_in = X + lo * p.sizes[0]
     cdef floating* dz[2]
     cdef floating* dZ
@@ -265,18 +260,10 @@ cdef double half_gradient(const Plan* p, const floating* params, floating* G,
                       params + p.w_off[l], params + p.b_off[l],
                       Bh, p.sizes[l], N, p.acts[l], 1, scratch)
         a_in = work + p.a_off[l + 1] + lo * N
-    dZ = dz[(L - 1) % 2]
-    if norm == 0:
-        for i in range(Bh * nL):
-            dZ[i] = 0
-    else:
-        for i in range(Bh):
-            r_i = 1.0 if w == NULL else <double>w[lo + i]
-            row = loss_row(dZ, work + p.z_off[L - 1] + lo * nL, work + p.a_off[L] + lo * nL,
-                           labels + lo if labels != NULL else NULL,
-                           Y + lo * nL if Y != NULL else NULL, i, nL, p.loss, p.acts[L - 1],
-                           <floating>(scale * r_i / norm), True)
-            total += row if w == NULL else r_i * row
+    total = loss_rows(dz[(L - 1) % 2], work + p.z_off[L - 1] + lo * nL,
+                      work + p.a_off[L] + lo * nL, labels + lo if labels != NULL else NULL,
+                      Y + lo * nL if Y != NULL else NULL, w + lo if w != NULL else NULL,
+                      Bh, nL, p.loss, p.acts[L - 1], scale, norm, True)
     for l in range(L - 1, -1, -1):
         K = p.sizes[l]
         N = p.sizes[l + 1]
@@ -380,7 +367,7 @@ cdef double loss_and_gradient_halves(const Plan* p, floating* params, floating* 
     # loss_and_gradient (with grads) of a batch in two halves on this thread: what the
     # two threads of epoch_thread compute together, in the same order.
     cdef Py_ssize_t lo, hi
-    cdef double norm = batch_norm(p, w, B), total, value, decay
+    cdef double norm = loss_norm(w, B, p.sizes[p.n_layers], p.loss), total, value, decay
     cdef floating* g2 = work + p.g2_off
     penalty[0] = 0
     half_rows(B, 0, &lo, &hi)
@@ -553,7 +540,7 @@ cdef double loss_and_gradient_team_halves(Team* team, const Plan* p, floating* p
     # shared by the team.
     cdef Py_ssize_t lo, hi
     cdef int t = team.tid
-    cdef double norm = batch_norm(p, w, B), value, decay
+    cdef double norm = loss_norm(w, B, p.sizes[p.n_layers], p.loss), value, decay
     penalty[0] = 0
     half_rows(B, t, &lo, &hi)
     half_total[t] = half_gradient(p, params, grads if t == 0 else work + p.g2_off, work,

@@ -61,7 +61,8 @@ OPTIMIZERS = {
 
 
 def _run(sizes, activation, loss, dtype, n_threads, opt_name, X, y, batch_size, epochs=2,
-         sample_weight=None):
+         sample_weight=None, order=None):
+    # order None: a permutation per epoch; else the same order every epoch
     net = fastbp.Network(sizes, activation=activation, loss=loss, dtype=dtype, seed=3,
                          n_threads=n_threads)
     opt = OPTIMIZERS[opt_name]()
@@ -69,7 +70,8 @@ def _run(sizes, activation, loss, dtype, n_threads, opt_name, X, y, batch_size, 
     stats = []
     for e in range(epochs):
         s = net.train_epoch(X, y, optimizer=opt, batch_size=batch_size,
-                            order=np.random.default_rng(e).permutation(n),
+                            order=np.random.default_rng(e).permutation(n) if order is None
+                            else order,
                             sample_weight=sample_weight)
         stats.append((s.loss, s.data_loss, s.penalty, s.n_samples))
     return net, opt, stats
@@ -142,17 +144,12 @@ def test_team_epoch_in_halves_with_row_weights_equals_serial(target, dtype, opt_
     w = rng.random(131).astype(dtype)
     w[:33] = 0
     w[65:130] = 0
-    order = np.arange(131)
     for sizes in ([9, 40, 1, 5], [9, 3, 60, 5]):
-        runs = []
-        for nt in [1] + THREADS:
-            net = fastbp.Network(sizes, activation="tanh", dtype=dtype, seed=3, n_threads=nt)
-            opt = OPTIMIZERS[opt_name]()
-            stats = [tuple(net.train_epoch(X, y, optimizer=opt, batch_size=65, order=order,
-                                           sample_weight=w))[:4] for _ in range(2)]
-            runs.append((net, opt, stats))
-        for other in runs[1:]:
-            _assert_same(runs[0], other)
+        serial = _run(sizes, "tanh", "cross_entropy", dtype, 1, opt_name, X, y, 65,
+                      sample_weight=w, order=np.arange(131))
+        for nt in THREADS:
+            _assert_same(serial, _run(sizes, "tanh", "cross_entropy", dtype, nt, opt_name,
+                                      X, y, 65, sample_weight=w, order=np.arange(131)))
 
 
 def test_team_given_one_thread_computes_both_halves(tmp_path):
