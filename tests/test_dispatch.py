@@ -173,6 +173,37 @@ def test_fused_sgd_step_equals_gradient_then_update(target, dtype, sizes, n_thre
         assert np.array_equal(net.biases[l], want_b[l]), f"layer {l} biases differ"
 
 
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("loss", ["mse", "binary_cross_entropy"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_fused_sgd_step_of_a_one_output_layer(target, dtype, loss, n_threads):
+    # A layer of one output steps its weights with vector loops, a chunk of
+    # ONE_OUTPUT_CHUNK (256) at a time (src/_dense.pxd): 300 inputs are a full chunk and a
+    # partial one, 7 rows and 67 (batches in halves) both. Bit for bit the unfused step;
+    # and a step that overflows a weight raises and keeps the parameters.
+    sizes = [5, 300, 1]
+    rng = np.random.default_rng(11)
+    for B in (7, 67):
+        X = rng.standard_normal((B, sizes[0])).astype(dtype)
+        y = (rng.integers(0, 2, (B, 1)) if loss == "binary_cross_entropy"
+             else rng.standard_normal((B, 1))).astype(dtype)
+        net = fastbp.Network(sizes, activation="relu", loss=loss, dtype=dtype, seed=3,
+                             n_threads=n_threads)
+        lr = 0.37
+        dW, db = net.gradients(X, y)
+        want_W = [W - dtype(lr) * g for W, g in zip(net.weights, dW)]
+        want_b = [b - dtype(lr) * g for b, g in zip(net.biases, db)]
+        net.train_step(X, y, lr=lr)
+        for l in range(len(sizes) - 1):
+            assert np.array_equal(net.weights[l], want_W[l]), f"B={B}: layer {l} weights"
+            assert np.array_equal(net.biases[l], want_b[l]), f"B={B}: layer {l} biases"
+        before = [W.copy() for W in net.weights]
+        with pytest.raises(ValueError, match="finite"):
+            net.train_step(X * dtype(1e3), y, lr=float(np.finfo(dtype).max) / 4)
+        for W, W0 in zip(net.weights, before):
+            assert np.array_equal(W, W0)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_fused_sgd_step_reports_an_overflow(target, dtype):
     # A step that overflows a weight (in a full tile) is caught: train_step raises, and the

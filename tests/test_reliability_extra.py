@@ -294,8 +294,10 @@ def test_fit_releases_the_gil():
     """Another Python thread keeps running while a long epoch trains: the epoch holds the
     GIL only for its signal checks (every 20 ms), so two fits can run at once."""
     rng = np.random.default_rng(0)
-    X = rng.random((20000, 256)).astype(np.float32)
-    y = rng.integers(0, 10, 20000)
+    # 40000 rows: an epoch of 20000 took 0.29 s on a fast spell of the 2-vCPU guest,
+    # under the 0.3 s this needs to tell
+    X = rng.random((40000, 256)).astype(np.float32)
+    y = rng.integers(0, 10, 40000)
     net = fastbp.Network([256, 256, 10], seed=0, n_threads=1)
     opt = optim.SGD(lr=0.01)
     t = threading.Thread(target=net.train_epoch, args=(X, y),
