@@ -15,7 +15,8 @@
 from cython cimport floating
 from cython.parallel cimport prange
 
-from _activations cimport ACT_SOFTMAX, activate_row, scale_by_derivative_row, softmax_row
+from _activations cimport (ACT_SOFTMAX, activate_row, scale_by_derivative_row, softmax_row,
+                          softmax_rows)
 from _gemm cimport (gemm, gemm_team, gemm_scratch_size, EPI_STORE, EPI_FORWARD, EPI_SGD,
                    EPI_DERIV)
 from _team cimport Team, team_barrier, team_share
@@ -159,8 +160,7 @@ cdef inline void dense_forward(floating* Z, floating* A_out,
     gemm(Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
          EPI_FORWARD, A_out, b, NULL, NULL, act, 0, n_threads)
     if act == ACT_SOFTMAX:
-        for i in range(B):
-            softmax_row(A_out + i * N, Z + i * N, N)
+        softmax_rows(A_out, Z, B, N)
 
 
 cdef inline void bias_gradient_block(floating* db, const floating* dZ, Py_ssize_t B,
@@ -301,8 +301,7 @@ cdef inline void dense_forward_team(Team* team, floating* Z, floating* A_out,
               EPI_FORWARD, A_out, b, NULL, NULL, act, 0, True)
     if act == ACT_SOFTMAX:
         team_share(team, B, &lo, &hi)
-        for i in range(lo, hi):
-            softmax_row(A_out + i * N, Z + i * N, N)
+        softmax_rows(A_out + lo * N, Z + lo * N, hi - lo, N)
         team_barrier(team)
 
 

@@ -7,7 +7,8 @@ from cython cimport floating
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
-from _activations cimport ACT_SOFTMAX, activate_row, scale_by_derivative_row, fastbp_expf_nonpos
+from _activations cimport (ACT_SOFTMAX, activate_row, scale_by_derivative_row, fastbp_expf_nonpos,
+                          softmax_row, softmax_rows)
 from _dense cimport dense_forward as _dense_forward
 from _dense cimport weight_gradient as _weight_gradient
 from _dense cimport input_gradient as _input_gradient
@@ -61,6 +62,18 @@ def dense_forward(floating[:, ::1] Z, floating[:, ::1] A_out, const floating[:, 
         else:
             _dense_forward(&Z[0, 0], &A_out[0, 0], &A_in[0, 0], &W[0, 0], &b[0],
                            B, K, N, act, n_threads, &scratch[0])
+
+
+def softmax(floating[:, ::1] A, const floating[:, ::1] Z, bint blocked):
+    """A = the softmax of each row of Z: softmax_rows (narrow float32 rows a block at a
+    time, as the forward pass takes them) or, not blocked, softmax_row row by row."""
+    cdef Py_ssize_t i, B = Z.shape[0], N = Z.shape[1]
+    with nogil:
+        if blocked:
+            softmax_rows(&A[0, 0], &Z[0, 0], B, N)
+        else:
+            for i in range(B):
+                softmax_row(&A[i, 0], &Z[i, 0], N)
 
 
 def activation_forward(floating[:, ::1] A, const floating[:, ::1] Z, int act):

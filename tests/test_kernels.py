@@ -633,3 +633,29 @@ def test_softmax_expf_edges():
     # a loop of odd length, so that the vectorized body and its scalar tail both run
     z = -np.abs(np.random.default_rng(1).standard_normal(37) * 20).astype(np.float32)
     np.testing.assert_array_equal(_expf_nonpos(z), np.array([_expf_nonpos(v[None])[0] for v in z]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("N", [1, 2, 7, 10, 16, 17])
+def test_softmax_blocks_equal_the_row_by_row_twin(dtype, N):
+    # the forward pass takes narrow float32 rows eight at a time, as columns
+    # (src/_activations.pxd's softmax_block); each row must come out as softmax_row makes
+    # it, bit for bit, with whole blocks, a partial block after them, and rows with ties,
+    # huge and tiny logits, -inf and NaN
+    from fastbp import _kernels
+    rng = np.random.default_rng(N)
+    for B in (1, 7, 8, 9, 33):
+        Z = (rng.standard_normal((B, N)) * 30).astype(dtype)
+        Z[0, :] = 3.0                                   # ties: the first maximum
+        if B > 2:
+            Z[1, 0] = np.finfo(dtype).max
+            Z[2, -1] = -np.inf
+        if B > 4:
+            Z[3, :] = -np.inf                           # every logit -inf: NaN both ways
+            Z[4, N // 2] = np.nan
+        want = np.empty_like(Z)
+        got = np.empty_like(Z)
+        _kernels.softmax(want, Z, False)
+        _kernels.softmax(got, Z, True)
+        np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8),
+                                      err_msg=f"B={B}, N={N}")
