@@ -8,8 +8,9 @@ converted to that dtype (and to C order) when they can be, and must be finite.
 Shapes: B rows in the batch, K inputs and N outputs of a layer.
 
 The three products run on the GEMM core with the SIMD target chosen at import (see
-fastbp.show_config()); `naive=True` runs their plain-loop twins instead, the oracle the
-fast path is tested against.
+fastbp.show_config()), except for a layer of one output (N = 1), whose products are
+vector loops on one thread; `naive=True` runs their plain-loop twins instead, the oracle
+the fast path is tested against.
 
     dense_forward(Z, A_out, A_in, W, b, activation)    Z = A_in @ W + b, A_out = f(Z)
     activation_forward(A, Z, activation)                A = f(Z)

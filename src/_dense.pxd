@@ -44,10 +44,13 @@ cdef inline Py_ssize_t dense_scratch_size(Py_ssize_t B, Py_ssize_t K, Py_ssize_t
 # its products a vector one: the GEMM's register tile, 16 or 32 columns wide, would compute
 # one useful column and spend the rest on padding, and the input gradient's product sums
 # over a single term. Measured on the 2-vCPU guest: the 30-128-64-1 network of
-# breast_cancer and the 10-128-64-1 of diabetes trained 6-13% and 7-8% faster an epoch
-# with the loops below (in-process against the GEMM path, both orders). Each output value
-# is computed by one thread in a fixed order, so the results are the same for every
-# thread count and for the serial, team and half-batch paths, which all call these.
+# breast_cancer and the 10-128-64-1 of diabetes trained 3-6% faster an epoch with the
+# loops below (in-process against the GEMM path, both load orders, one and two threads).
+# Each output value is computed by one thread in a fixed order, so the results are the
+# same for every thread count and for the serial, team and half-batch paths, which all
+# call these. The loops are baseline code (the same on every SIMD target), and outside a
+# team they run on one thread whatever n_threads says: a one-output layer is the smallest
+# of a network, and the GEMM had spent fifteen sixteenths of its tiles on padding.
 
 cdef enum:
     DOT_LANES = 8               # partial sums of one_output_rows
@@ -95,7 +98,8 @@ cdef inline void one_output_weight_sums(floating* out, const floating* A_in,
                                         Py_ssize_t k_lo, Py_ssize_t k_hi) noexcept nogil:
     # out[k - k_lo] = sum over the B rows of A_in[i, k] dz[i], in row order, for
     # k_lo <= k < k_hi: the weight gradient of a one-output layer (a vectorized axpy a row
-    # at a time, into out, which stays in L1)
+    # at a time into out, which stays in cache: k_hi - k_lo is a layer's input count, or
+    # ONE_OUTPUT_CHUNK in the fused step)
     cdef Py_ssize_t i, k, n = k_hi - k_lo
     cdef floating d
     cdef const floating* a
@@ -151,8 +155,8 @@ cdef inline void dense_forward(floating* Z, floating* A_out,
                                Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
                                int act, int n_threads, floating* scratch) noexcept nogil:
     # Z (B, N) = A_in (B, K) @ W (K, N) + b (N);  A_out (B, N) = f_act(Z).
-    # The epilogue adds b and applies f to each tile while it is in cache. Softmax needs whole rows, so it runs as a row pass after.
-    cdef Py_ssize_t i
+    # The epilogue adds b and applies f to each tile while it is in cache. Softmax needs
+    # whole rows, so it runs as a row pass after.
     if N == 1:
         one_output_rows(Z, A_in, W, b, 0, B, K)
         one_output_activate(A_out, Z, 0, B, act)
@@ -227,8 +231,9 @@ cdef inline void weight_update(floating* W, floating* b, floating* db,
                                int n_threads, floating* scratch, bint* bad) noexcept nogil:
     # W (K, N) -= lr * A_in^T @ dZ;  b (N) -= lr * db, db (N) = sum over rows of dZ.
     # The SGD step fused into the weight-gradient product: each tile of dW is subtracted
-    # from W straight from registers, never stored. Exact: the same sums as weight_gradient
-    # followed by sgd_update, in the same order. *bad is set when a new value is not finite.
+    # from W straight from registers, never stored (a one-output layer's sums go through
+    # a chunk on the stack). Exact: the same sums as weight_gradient followed by
+    # sgd_update, in the same order. *bad is set when a new value is not finite.
     cdef floating flag = 0
     if N == 1:
         one_output_weight_step(W, A_in, dZ, B, K, lr, 0, K, &flag)
@@ -283,14 +288,15 @@ cdef inline void sgd_update(floating* param, const floating* grad, Py_ssize_t n,
 
 # -- the same kernels run by a team of threads together (_team.pxd) ------------------------
 # Each returns when its outputs are complete, to every thread of the team, and computes
-# the same bits as its twin above: the products through gemm_team, the bias sums a share
-# of the columns per thread, each column summed in row order as bias_gradient does.
+# the same bits as its twin above: the products through gemm_team (a one-output layer's
+# loops on a share of its rows or weights per thread), the bias sums a share of the
+# columns per thread, each column summed in row order as bias_gradient does.
 
 cdef inline void dense_forward_team(Team* team, floating* Z, floating* A_out,
                                     const floating* A_in, const floating* W, const floating* b,
                                     Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
                                     int act, floating* scratch) noexcept nogil:
-    cdef Py_ssize_t i, lo, hi
+    cdef Py_ssize_t lo, hi
     if N == 1:
         team_share(team, B, &lo, &hi)
         one_output_rows(Z, A_in, W, b, lo, hi, K)
@@ -311,7 +317,7 @@ cdef inline void weight_gradient_team(Team* team, floating* dW, floating* db,
                                       floating* scratch) noexcept nogil:
     cdef Py_ssize_t lo, hi
     team_share(team, N, &lo, &hi)
-    bias_gradient_columns(db, dZ, B, N, lo, hi)     # finished by gemm_team's barrier
+    bias_gradient_columns(db, dZ, B, N, lo, hi)     # finished by the barrier below
     if N == 1:
         team_share(team, K, &lo, &hi)
         one_output_weight_sums(dW + lo, A_in, dZ, B, K, lo, hi)
@@ -328,7 +334,7 @@ cdef inline void weight_update_team(Team* team, floating* W, floating* b, floati
     # *flag (shared by the team) is set to 1 when a new value is not finite
     cdef Py_ssize_t lo, hi
     team_share(team, N, &lo, &hi)
-    bias_step(b, db, dZ, B, N, lr, lo, hi, flag)    # finished by gemm_team's barrier
+    bias_step(b, db, dZ, B, N, lr, lo, hi, flag)    # finished by the barrier below
     if N == 1:
         team_share(team, K, &lo, &hi)
         one_output_weight_step(W, A_in, dZ, B, K, lr, lo, hi, flag)

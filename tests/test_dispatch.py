@@ -179,8 +179,9 @@ def test_fused_sgd_step_equals_gradient_then_update(target, dtype, sizes, n_thre
 def test_fused_sgd_step_of_a_one_output_layer(target, dtype, loss, n_threads):
     # A layer of one output steps its weights with vector loops, a chunk of
     # ONE_OUTPUT_CHUNK (256) at a time (src/_dense.pxd): 300 inputs are a full chunk and a
-    # partial one, 7 rows and 67 (batches in halves) both. Bit for bit the unfused step;
-    # and a step that overflows a weight raises and keeps the parameters.
+    # partial one. 7 rows take that fused step; 67 rows are computed in halves, whose
+    # plain SGD step is not fused (both must equal gradient then update bit for bit). A
+    # step that overflows a weight raises and keeps every parameter.
     sizes = [5, 300, 1]
     rng = np.random.default_rng(11)
     for B in (7, 67):
@@ -197,11 +198,32 @@ def test_fused_sgd_step_of_a_one_output_layer(target, dtype, loss, n_threads):
         for l in range(len(sizes) - 1):
             assert np.array_equal(net.weights[l], want_W[l]), f"B={B}: layer {l} weights"
             assert np.array_equal(net.biases[l], want_b[l]), f"B={B}: layer {l} biases"
-        before = [W.copy() for W in net.weights]
-        with pytest.raises(ValueError, match="finite"):
+        before = [p.copy() for p in net.weights + net.biases]
+        with pytest.raises(ValueError, match="parameter became non-finite"):
             net.train_step(X * dtype(1e3), y, lr=float(np.finfo(dtype).max) / 4)
-        for W, W0 in zip(net.weights, before):
-            assert np.array_equal(W, W0)
+        for p, p0 in zip(net.weights + net.biases, before):
+            assert np.array_equal(p, p0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_one_output_weight_step_reports_its_own_overflow(target, dtype):
+    # Two rows whose residuals cancel: the bias gradient is (nearly) zero and its step
+    # finite, while the weight gradient, (x1 - x2) times the residual, overflows the step.
+    # Only the one-output weight step can see it, and train_step must raise and keep the
+    # parameters.
+    net = fastbp.Network([3, 1], loss="mse", dtype=dtype, seed=0)
+    X = np.array([[1e3, -1e3, 5e2], [-1e3, 1e3, -5e2]], dtype=dtype)
+    y = net.forward(X) + np.array([[-1.0], [1.0]], dtype=dtype)
+    dW, db = net.gradients(X, y)
+    lr = float(np.finfo(dtype).max) / 8
+    with np.errstate(over="ignore"):
+        assert np.isfinite(dtype(lr) * db[0]).all()
+        assert not np.isfinite(net.weights[0] - dtype(lr) * dW[0]).all()
+    before = [p.copy() for p in net.weights + net.biases]
+    with pytest.raises(ValueError, match="parameter became non-finite"):
+        net.train_step(X, y, lr=lr)
+    for p, p0 in zip(net.weights + net.biases, before):
+        assert np.array_equal(p, p0)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

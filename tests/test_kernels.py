@@ -641,7 +641,7 @@ def test_softmax_blocks_equal_the_row_by_row_twin(dtype, N):
     # the forward pass takes narrow float32 rows eight at a time, as columns
     # (src/_activations.pxd's softmax_block); each row must come out as softmax_row makes
     # it, bit for bit, with whole blocks, a partial block after them, and rows with ties,
-    # huge and tiny logits, -inf and NaN
+    # huge and tiny logits, -inf, +inf and NaN (float64 rows always go one by one)
     from fastbp import _kernels
     rng = np.random.default_rng(N)
     for B in (1, 7, 8, 9, 33):
@@ -653,6 +653,9 @@ def test_softmax_blocks_equal_the_row_by_row_twin(dtype, N):
         if B > 4:
             Z[3, :] = -np.inf                           # every logit -inf: NaN both ways
             Z[4, N // 2] = np.nan
+        if B > 10:                                      # in the second block
+            Z[9, 0] = np.nan                            # a NaN first: it stays the max
+            Z[10, -1] = np.inf
         want = np.empty_like(Z)
         got = np.empty_like(Z)
         _kernels.softmax(want, Z, False)

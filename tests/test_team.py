@@ -101,6 +101,9 @@ def _require_threads():
     ([1, 7, 1], "tanh", "mse", 13, 5),                             # the smallest
     ([33, 33, 33, 33], "gelu", "cross_entropy", 70, 7),           # batches of 7
     ([7, 40, 5], "sigmoid", "binary_cross_entropy", 50, 1),       # one-row batches
+    ([5, 300, 1], "relu", "mse", 61, 20),     # one output of 300 inputs: the threads'
+                                              # shares cross the 256-weight chunks
+    ([2, 1], "relu", "binary_cross_entropy", 29, 9),   # fewer inputs than threads
 ])
 def test_team_epoch_equals_serial_epoch(target, dtype, sizes, activation, loss, n, batch):
     _require_threads()
