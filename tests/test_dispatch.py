@@ -151,6 +151,18 @@ def test_default_is_the_best_available(tmp_path):
     assert r.stdout.strip() == TARGETS[-1]
 
 
+def _assert_step_is_gradient_then_update(net, X, y, lr, dtype, where):
+    # net.train_step(X, y, lr) leaves exactly fl(p - fl(lr * g)) for every parameter, g its
+    # gradient before the step (net.gradients)
+    dW, db = net.gradients(X, y)
+    want_W = [W - dtype(lr) * g for W, g in zip(net.weights, dW)]
+    want_b = [b - dtype(lr) * g for b, g in zip(net.biases, db)]
+    net.train_step(X, y, lr=lr)
+    for l in range(len(want_W)):
+        assert np.array_equal(net.weights[l], want_W[l]), f"{where}: layer {l} weights"
+        assert np.array_equal(net.biases[l], want_b[l]), f"{where}: layer {l} biases"
+
+
 @pytest.mark.parametrize("n_threads", [1, 2])
 @pytest.mark.parametrize("sizes", [[7, 33, 5], [65, 129, 40, 10], [33, 16, 8]])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
@@ -165,16 +177,9 @@ def test_fused_sgd_step_equals_gradient_then_update(target, dtype, sizes, n_thre
     for B in (37, 67):
         X = rng.standard_normal((B, sizes[0])).astype(dtype)
         y = rng.integers(0, sizes[-1], B)
-        lr = 0.37
         net = fastbp.Network(sizes, activation="relu", dtype=dtype, seed=3,
                              n_threads=n_threads)
-        dW, db = net.gradients(X, y)
-        want_W = [W - dtype(lr) * g for W, g in zip(net.weights, dW)]
-        want_b = [b - dtype(lr) * g for b, g in zip(net.biases, db)]
-        net.train_step(X, y, lr=lr)
-        for l in range(len(sizes) - 1):
-            assert np.array_equal(net.weights[l], want_W[l]), f"B={B}: layer {l} weights"
-            assert np.array_equal(net.biases[l], want_b[l]), f"B={B}: layer {l} biases"
+        _assert_step_is_gradient_then_update(net, X, y, 0.37, dtype, f"B={B}")
 
 
 @pytest.mark.parametrize("n_threads", [1, 2])
@@ -194,14 +199,7 @@ def test_fused_sgd_step_of_a_one_output_layer(target, dtype, loss, n_threads):
              else rng.standard_normal((B, 1))).astype(dtype)
         net = fastbp.Network(sizes, activation="relu", loss=loss, dtype=dtype, seed=3,
                              n_threads=n_threads)
-        lr = 0.37
-        dW, db = net.gradients(X, y)
-        want_W = [W - dtype(lr) * g for W, g in zip(net.weights, dW)]
-        want_b = [b - dtype(lr) * g for b, g in zip(net.biases, db)]
-        net.train_step(X, y, lr=lr)
-        for l in range(len(sizes) - 1):
-            assert np.array_equal(net.weights[l], want_W[l]), f"B={B}: layer {l} weights"
-            assert np.array_equal(net.biases[l], want_b[l]), f"B={B}: layer {l} biases"
+        _assert_step_is_gradient_then_update(net, X, y, 0.37, dtype, f"B={B}")
         before = [p.copy() for p in net.weights + net.biases]
         with pytest.raises(ValueError, match="parameter became non-finite"):
             net.train_step(X * dtype(1e3), y, lr=float(np.finfo(dtype).max) / 4)
