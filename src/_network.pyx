@@ -52,7 +52,8 @@ from _losses cimport loss_and_output_gradient_team, weight_sum, loss_norm, loss_
 from _team cimport (Team, team_next, team_loop_done, fastbp_team_sync,
                     fastbp_team_sync_init, fastbp_team_size,
                     fastbp_team_yielding_ns, fastbp_team_barrier_untimed, team_barrier,
-                    team_share, FASTBP_TEAM_AVAILABLE)
+                    team_share, fastbp_team_publish, fastbp_team_wait_for,
+                    FASTBP_TEAM_AVAILABLE)
 
 
 cdef struct Plan:
@@ -83,8 +84,9 @@ cdef struct Plan:
 
 # Training steps on small networks compute each batch in two halves of rows, whatever
 # the thread count: the forward and backward passes of a half are independent of the
-# other's, so with two threads each half runs on its own thread, with a barrier only
-# before the optimizer step (which sums the halves' weight gradients) and after it. The
+# other's, so with two threads each half runs on its own thread, meeting only at the
+# optimizer step (which sums the halves' weight gradients; the thread done first starts
+# on the layers the other is done with, see update_halves) and after it. The
 # team that shares out every product instead has some twenty barriers a step: on the
 # 2-vCPU guest this was written on, two threads trained the 64-128-64-10 network of
 # digits at batch 200 1.11x and 1.65x faster in halves than in that team (in-process,
@@ -235,20 +237,21 @@ cdef inline void half_rows(Py_ssize_t B, int half, Py_ssize_t* lo, Py_ssize_t* h
     hi[0] = h if half == 0 else B
 
 
-cdef double half_gradient(const Plan* p, const floating* params, floating* G,
-                          floating* work, floating* scratch, const floating* X,
-                          const int64_t* labels, const floating* Y, const floating* w,
-                          Py_ssize_t lo, Py_ssize_t hi, double scale,
-                          double norm) noexcept nogil:
+cdef void half_gradient(const Plan* p, const floating* params, floating* G,
+                        floating* work, floating* scratch, const floating* X,
+                        const int64_t* labels, const floating* Y, const floating* w,
+                        Py_ssize_t lo, Py_ssize_t hi, double scale, double norm,
+                        double* total, long long* progress, long long base) noexcept nogil:
     # Rows [lo, hi) of a batch through forward, loss and backward on this thread, their
     # weight and bias gradients into G (laid out like params), each Z, A and dZ row where
     # the whole batch's would be (the dZ slots' rows widest apart, so that the two halves
-    # never share a row however the layers' widths differ). Returns this half's share of
-    # the loss sum: sum_i r_i l_i, which the caller adds to the other half's and divides
-    # by norm; each dZ row is already scaled by scale r_i / norm, as
-    # loss_and_output_gradient scales it.
+    # never share a row however the layers' widths differ). *total gets this half's share
+    # of the loss sum: sum_i r_i l_i, which the caller adds to the other half's and
+    # divides by norm; each dZ row is already scaled by scale r_i / norm, as
+    # loss_and_output_gradient scales it. progress (NULL: none) is published as
+    # base + 1 once *total is written, then base + 1 + L - l once layer l's gradients are
+    # in G and this thread reads nothing of layer l again (see update_halves).
     cdef Py_ssize_t L = p.n_layers, l, K, N, Bh = hi - lo, nL = p.sizes[L]
-    cdef double total
     cdef const floating* a_in = X + lo * p.sizes[0]
     cdef floating* dz[2]
     cdef floating* dZ
@@ -260,10 +263,12 @@ cdef double half_gradient(const Plan* p, const floating* params, floating* G,
                       params + p.w_off[l], params + p.b_off[l],
                       Bh, p.sizes[l], N, p.acts[l], 1, scratch)
         a_in = work + p.a_off[l + 1] + lo * N
-    total = loss_rows(dz[(L - 1) % 2], work + p.z_off[L - 1] + lo * nL,
-                      work + p.a_off[L] + lo * nL, labels + lo if labels != NULL else NULL,
-                      Y + lo * nL if Y != NULL else NULL, w + lo if w != NULL else NULL,
-                      Bh, nL, p.loss, p.acts[L - 1], scale, norm, True)
+    total[0] = loss_rows(dz[(L - 1) % 2], work + p.z_off[L - 1] + lo * nL,
+                         work + p.a_off[L] + lo * nL, labels + lo if labels != NULL else NULL,
+                         Y + lo * nL if Y != NULL else NULL, w + lo if w != NULL else NULL,
+                         Bh, nL, p.loss, p.acts[L - 1], scale, norm, True)
+    if progress != NULL:
+        fastbp_team_publish(progress, base + 1)
     for l in range(L - 1, -1, -1):
         K = p.sizes[l]
         N = p.sizes[l + 1]
@@ -274,7 +279,8 @@ cdef double half_gradient(const Plan* p, const floating* params, floating* G,
                            work + p.z_off[l - 1] + lo * K, work + p.a_off[l] + lo * K,
                            Bh, K, N, p.acts[l - 1], 1, scratch)
         weight_gradient(G + p.w_off[l], G + p.b_off[l], a_in, dZ, Bh, K, N, 1, scratch)
-    return total
+        if progress != NULL:
+            fastbp_team_publish(progress, base + 1 + (L - l))
 
 
 cdef inline void add_into(floating* g, const floating* g2, Py_ssize_t n) noexcept nogil:
@@ -303,7 +309,8 @@ cdef inline void sgd_chunk(floating* param, const floating* grad, Py_ssize_t n,
 
 cdef double update_halves(const Plan* p, floating* params, floating* grads,
                           const floating* g2, floating* s1, floating* s2, const OptStep* o,
-                          floating decay, Team* team, bint* bad) noexcept nogil:
+                          floating decay, Team* team, const long long* other, long long base,
+                          bint* bad) noexcept nogil:
     # The optimizer step of a batch computed in halves, over every chunk of the network
     # (a layer's weight chunks, then its bias chunks; the penalty on the weights only):
     # each chunk's gradient is the halves' sum, added into grads just before the chunk's
@@ -311,23 +318,33 @@ cdef double update_halves(const Plan* p, floating* params, floating* grads,
     # thread of the team asks first, and all threads return the same value and *bad.
     # Returns sum W^2 before the step, summed as loss_and_gradient's per-layer
     # update_block calls sum it (layer L-1 first, each layer's chunks in order).
-    cdef Py_ssize_t L = p.n_layers, l, c, u, lo, n, off, n_w, units = p.chunk_base[L]
+    # other (NULL: none): the other half's progress (see half_gradient), for a thread that
+    # comes here before the other half is done: chunks are handed out from layer L-1 down,
+    # the order in which the backward pass finishes the layers, and a layer's chunks wait
+    # only until the other half is done with that layer (it reads neither W_l nor its
+    # gradient again), so the thread that finished first steps the upper layers while the
+    # other computes the lower layers' gradients.
+    cdef Py_ssize_t L = p.n_layers, l, c, u, v, lo, n, off, n_w, units = p.chunk_base[L]
     cdef bint want_sq = decay != 0, weights
     cdef bint plain = o.kind == OPT_SGD and s1 == NULL and decay == 0
     cdef double sq = 0, layer_sq
-    u = -1
+    v = -1
     while True:
         if team == NULL:
-            u += 1
-            if u >= units:
+            v += 1
+            if v >= units:
                 break
         else:
-            u = team_next(team, units)
-            if u < 0:
+            v = team_next(team, units)
+            if v < 0:
                 break
-        l = 0
-        while p.chunk_base[l + 1] <= u:
-            l += 1
+        # ticket v: layers L-1 .. 0 in turn, each layer's chunks in order
+        l = L - 1
+        while v >= units - p.chunk_base[l]:
+            l -= 1
+        u = p.chunk_base[l] + v - (units - p.chunk_base[l + 1])
+        if other != NULL:
+            fastbp_team_wait_for(team.sync, other, base + 1 + (L - l))
         n_w = p.sizes[l] * p.sizes[l + 1]
         c = u - p.chunk_base[l]
         weights = c < update_chunks(n_w)
@@ -367,16 +384,17 @@ cdef double loss_and_gradient_halves(const Plan* p, floating* params, floating* 
     # loss_and_gradient (with grads) of a batch in two halves on this thread: what the
     # two threads of epoch_thread compute together, in the same order.
     cdef Py_ssize_t lo, hi
-    cdef double norm = loss_norm(w, B, p.sizes[p.n_layers], p.loss), total, value, decay
+    cdef double norm = loss_norm(w, B, p.sizes[p.n_layers], p.loss), total0, total1, value
+    cdef double decay
     cdef floating* g2 = work + p.g2_off
     penalty[0] = 0
     half_rows(B, 0, &lo, &hi)
-    total = half_gradient(p, params, grads, work, work + p.scratch_off, X, labels, Y, w,
-                          lo, hi, obj.scale, norm)
+    half_gradient(p, params, grads, work, work + p.scratch_off, X, labels, Y, w, lo, hi,
+                  obj.scale, norm, &total0, NULL, 0)
     half_rows(B, 1, &lo, &hi)
-    total = total + half_gradient(p, params, g2, work, work + p.scratch_off, X, labels, Y,
-                                  w, lo, hi, obj.scale, norm)
-    value = obj.scale * (total / norm) if norm != 0 else 0.0
+    half_gradient(p, params, g2, work, work + p.scratch_off, X, labels, Y, w, lo, hi,
+                  obj.scale, norm, &total1, NULL, 0)
+    value = obj.scale * ((total0 + total1) / norm) if norm != 0 else 0.0
     if o.kind == OPT_NONE:
         add_into(grads, g2, p.n_params)
         return value
@@ -384,7 +402,7 @@ cdef double loss_and_gradient_halves(const Plan* p, floating* params, floating* 
         return value
     decay = step_decay(obj, w, B)
     penalty[0] = 0.5 * decay * update_halves(p, params, grads, g2, s1, s2, o,
-                                             <floating>decay, NULL, bad)
+                                             <floating>decay, NULL, NULL, 0, bad)
     return value
 
 
@@ -526,6 +544,12 @@ cdef double loss_and_gradient_team(Team* team, const Plan* p, floating* params,
     return value
 
 
+# A progress counter of each half (see loss_and_gradient_team_halves) on a cache line of its
+# own: the long longs between them
+cdef enum:
+    PROGRESS_APART = 8
+
+
 cdef double loss_and_gradient_team_halves(Team* team, const Plan* p, floating* params,
                                           floating* grads, floating* s1, floating* s2,
                                           floating* work, const floating* X,
@@ -533,26 +557,32 @@ cdef double loss_and_gradient_team_halves(Team* team, const Plan* p, floating* p
                                           const floating* w, Py_ssize_t B,
                                           const Objective* obj, const OptStep* o,
                                           double* penalty, bint* bad,
-                                          double* half_total) noexcept nogil:
+                                          double* half_total, long long* progress,
+                                          long long base) noexcept nogil:
     # loss_and_gradient_halves run by a team of two: thread t computes half t of the batch
     # (into grads, or the plan's second gradient buffer), then both take the optimizer
-    # step together; both return its value, *penalty and *bad. half_total: 2 doubles
-    # shared by the team.
+    # step together, the first to finish its half starting on the layers the other is
+    # done with (see update_halves); both return its value, *penalty and *bad.
+    # half_total: 2 doubles shared by the team; progress: the halves' progress counters
+    # (thread t's at progress + PROGRESS_APART * t), base: their value before this step.
     cdef Py_ssize_t lo, hi
     cdef int t = team.tid
     cdef double norm = loss_norm(w, B, p.sizes[p.n_layers], p.loss), value, decay
+    cdef const long long* other = progress + PROGRESS_APART * (1 - t)
     penalty[0] = 0
     half_rows(B, t, &lo, &hi)
-    half_total[t] = half_gradient(p, params, grads if t == 0 else work + p.g2_off, work,
-                                  work + (p.scratch_off if t == 0 else p.scratch2_off),
-                                  X, labels, Y, w, lo, hi, obj.scale, norm)
-    team_barrier(team)
+    half_gradient(p, params, grads if t == 0 else work + p.g2_off, work,
+                  work + (p.scratch_off if t == 0 else p.scratch2_off),
+                  X, labels, Y, w, lo, hi, obj.scale, norm, &half_total[t],
+                  progress + PROGRESS_APART * t, base)
+    fastbp_team_wait_for(team.sync, other, base + 1)    # the other half's loss
     value = obj.scale * ((half_total[0] + half_total[1]) / norm) if norm != 0 else 0.0
     if not isfinite(value):
+        team_barrier(team)      # both come here: no step, and the other half is done
         return value
     decay = step_decay(obj, w, B)
     penalty[0] = 0.5 * decay * update_halves(p, params, grads, work + p.g2_off, s1, s2, o,
-                                             <floating>decay, team, bad)
+                                             <floating>decay, team, other, base, bad)
     return value
 
 
@@ -635,6 +665,7 @@ cdef struct EpochShared:
                                  # the epoch: threads that read it apart could see two
     int64_t* steps_done
     double half_total[2]         # a batch in halves: each half's loss sum
+    long long half_progress[2 * PROGRESS_APART]  # ... and each half's progress this epoch
     # thread 0's results
     double total, total_penalty
     Py_ssize_t start, n_steps
@@ -674,6 +705,7 @@ cdef void epoch_thread(EpochShared* sh, const Plan* p, floating* params, floatin
     cdef long long yielded = 0, yielded_now
     cdef int status = 0
     cdef bint bad = False, halves
+    cdef long long half_base = 0    # the halves' progress counters before this step
     team.tid = tid
     team.n = fastbp_team_size()
     team.sync = &sh.sync
@@ -717,7 +749,8 @@ cdef void epoch_thread(EpochShared* sh, const Plan* p, floating* params, floatin
                                                   label_buf if lab != NULL else NULL,
                                                   work + p.y_off if lab == NULL else NULL,
                                                   wb, B, obj, &o, &penalty, &bad,
-                                                  sh.half_total)
+                                                  sh.half_total, sh.half_progress, half_base)
+            half_base += 1 + p.n_layers
         else:
             value = loss_and_gradient_team(&team, p, params, grads, s1, s2, work, work,
                                            label_buf if lab != NULL else NULL,
@@ -896,6 +929,8 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
             sh.stop = False
             sh.fallback = False
             sh.yielding = 0
+            sh.half_progress[0] = 0
+            sh.half_progress[PROGRESS_APART] = 0
             sh.error = NULL
             sh.progress = <PyObject*>progress if progress is not None else NULL
             sh.steps_done = &steps_done[0]

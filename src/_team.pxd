@@ -12,6 +12,8 @@ cdef extern from "team.h" nogil:
     void fastbp_team_barrier_untimed(fastbp_team_sync* s, int n)
     long fastbp_team_ticket(fastbp_team_sync* s)
     long long fastbp_team_yielding_ns(fastbp_team_sync* s)
+    void fastbp_team_publish(long long* progress, long long value)
+    void fastbp_team_wait_for(fastbp_team_sync* s, const long long* progress, long long value)
     enum:
         FASTBP_TEAM_AVAILABLE
 

@@ -150,6 +150,46 @@ static void fastbp_team_barrier_untimed(fastbp_team_sync *s, int n)
     fastbp_team_barrier_wait(s, n, 0);
 }
 
+/* Progress counters: a thread publishes how far it has got (a count that only grows, a
+ * cache line of its own), another waits until it has got at least so far; what the first
+ * wrote before publishing is then visible to the second. Used where one thread can start
+ * on work that depends on part of another's (_network.pyx: the optimizer step of a layer
+ * both halves of a batch are done with), instead of a barrier for all of it. */
+static void fastbp_team_publish(long long *progress, long long value)
+{
+#if FASTBP_TEAM_AVAILABLE
+    __atomic_store_n(progress, value, __ATOMIC_RELEASE);
+#else
+    *progress = value;
+#endif
+}
+
+/* Wait until *progress >= value, spinning and then yielding as the barrier does; the wait
+ * past the spin adds to s->yielding_ns. */
+static void fastbp_team_wait_for(fastbp_team_sync *s, const long long *progress,
+                                 long long value)
+{
+#if FASTBP_TEAM_AVAILABLE
+    unsigned spins = 0;
+    while (__atomic_load_n(progress, __ATOMIC_ACQUIRE) < value) {
+        if (spins < FASTBP_TEAM_SPIN) {
+            spins++;
+            FASTBP_RELAX();
+        } else {
+            long long t0 = fastbp_team_clock_ns();
+            while (__atomic_load_n(progress, __ATOMIC_ACQUIRE) < value)
+                FASTBP_YIELD();
+            __atomic_add_fetch(&s->yielding_ns, fastbp_team_clock_ns() - t0, __ATOMIC_RELAXED);
+            return;
+        }
+    }
+#else
+    (void)s;
+    (void)progress;
+    (void)value;
+#endif
+}
+
 /* The next ticket of the team's shared counter. A loop that shares out U units draws
  * tickets until one is past base + U, so each of the n threads draws exactly one ticket
  * past the end: after the barrier that follows the loop every thread knows the counter

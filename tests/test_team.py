@@ -155,6 +155,51 @@ def test_team_epoch_in_halves_with_row_weights_equals_serial(target, dtype, opt_
                                       X, y, 65, sample_weight=w, order=np.arange(131)))
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_team_halves_of_a_deep_network_equal_serial(target, dtype):
+    # Batches in halves through six layers, two of them of more than one optimizer chunk
+    # (UPDATE_CHUNK = 4096 weights): the thread that finishes its half first steps the
+    # upper layers' chunks while the other half computes the lower layers' gradients
+    # (update_halves hands chunks out from the last layer down and waits per layer), so
+    # a chunk stepped before the other half was done with its layer, stepped twice, or
+    # skipped would show here; 130 rows end with a two-row batch (halves of one row).
+    _require_threads()
+    sizes = [12, 100, 50, 90, 7, 30, 4]       # 5000 and 4500 weights: two chunks each
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal((130, 12)).astype(dtype)
+    y = rng.integers(0, 4, 130)
+    for opt_name in OPTIMIZERS:
+        serial = _run(sizes, "relu", "cross_entropy", dtype, 1, opt_name, X, y, 64)
+        for nt in THREADS:
+            _assert_same(serial, _run(sizes, "relu", "cross_entropy", dtype, nt, opt_name,
+                                      X, y, 64))
+
+
+def test_team_halves_stop_at_a_non_finite_loss_like_the_serial_loop():
+    # A row that overflows the forward pass in the third batch (of 64, in halves): the
+    # loss of that batch is not finite, so neither loop takes its step; the second half's
+    # thread must not have stepped any layer before it knew the whole batch's loss.
+    _require_threads()
+    rng = np.random.default_rng(9)
+    X = rng.standard_normal((256, 8)).astype(np.float32)
+    X[2 * 64 + 40] = 3e38        # in the second half of batch 3
+    y = rng.standard_normal((256, 1)).astype(np.float32)
+    results = []
+    for nt in (1, 2):
+        net = fastbp.Network([8, 32, 16, 1], loss="mse", dtype=np.float32, seed=0,
+                             n_threads=nt)
+        opt = optim.Adam(lr=1e-3)
+        with pytest.raises(ValueError, match="diverged"):
+            net.train_epoch(X, y, optimizer=opt, batch_size=64, shuffle=False)
+        results.append((net, opt))
+    (a, oa), (b, ob) = results
+    assert oa.t == ob.t == 2
+    for x, y_ in zip(a.weights + a.biases, b.weights + b.biases):
+        np.testing.assert_array_equal(x, y_)
+    for x, y_ in zip(oa.state, ob.state):
+        np.testing.assert_array_equal(x, y_)
+
+
 def test_team_given_one_thread_computes_both_halves(tmp_path):
     # OMP_THREAD_LIMIT=1: the parallel region asked for two threads gets one, which must
     # then compute both halves of each batch itself (before it did, the second half's
