@@ -34,3 +34,13 @@ def train_epoch(params: _Arr, grads: _Arr, state1: _Arr, state2: _Arr, work: _Ar
                 l2_per_sample: bool, n_threads: int, steps_done: _Labels,
                 progress: Callable[[int], object] | None = ...
                 ) -> tuple[float, float, int, int, int]: ...
+def train_epochs(params: _Arr, grads: _Arr, state1: _Arr, state2: _Arr, work: _Arr,
+                 label_buf: _Labels, w_buf: _Arr, sizes: _Idx, acts: _Acts, loss: int,
+                 X: _Arr, labels: _Labels, Y: _Arr, weights: _Arr, order: _Labels,
+                 batch_size: int, kind: int, lr: float, momentum: float, nesterov: bool,
+                 beta1: float, beta2: float, eps: float, t0: int, scale: float, l2: float,
+                 l2_per_sample: bool, n_threads: int, steps_done: _Labels,
+                 saved_params: _Arr, saved_state1: _Arr, saved_state2: _Arr,
+                 shuffle_capsule: object, shuffle_lock: object, max_epochs: int, mse: bool,
+                 tol: float, n_iter_no_change: float, rule: npt.NDArray[np.float64],
+                 record: npt.NDArray[np.float64]) -> int: ...

@@ -28,6 +28,8 @@ a busy machine the team's own fallback (TEAM_MAX_YIELDING in src/_network.pyx) s
 acts within an epoch.
 """
 
+import sys
+
 # The tests of the team turn this off to run every epoch on the team.
 ENABLED = True
 
@@ -94,6 +96,16 @@ class TeamChoice:
         if not self._plan:
             self._use_team = self._seconds[True] < (1 - TEAM_MARGIN) * self._seconds[False]
             self._since_probe = 0
+
+    def steady_epochs(self):
+        """How many of the next epochs use_team() will answer alike without timing them
+        (fastbp/network.py runs that many in one compiled call): 0 while probing, else
+        until the next probe."""
+        if self.probing:
+            return 0
+        if not self._recheck:
+            return sys.maxsize
+        return max(RECHECK_EPOCHS - self._since_probe, 0)
 
     @property
     def probing(self):

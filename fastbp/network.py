@@ -8,6 +8,7 @@ to compiled code that runs without the GIL.
 
 import functools
 import threading
+import sys
 import time
 
 import numpy as np
@@ -37,6 +38,9 @@ _OPENMP = build_info()["openmp"]
 _ACT_SOFTMAX = 6  # src/_activations.pxd ACT_SOFTMAX
 _FORWARD_CHUNK_ROWS = 8192  # forward() works through large inputs in slices of this many rows
 _WORK_CACHE_BYTES = 8 << 20  # workspaces up to this size are kept between calls
+
+# the most epochs run_epochs runs in one call (its record holds 56 bytes an epoch)
+_RUN_MAX_EPOCHS = 1000
 
 
 def _serialized(method):
@@ -303,11 +307,44 @@ class Network:
         if _team_choice.ENABLED and nt >= 2 and _network.team_size(self._sizes, capacity, nt) >= 2:
             choice = _team_choice.choice_for(self._team_choices, (capacity, nt))
 
-        def run(order):
+        def current_lr():
             if opt.lr != checked_lr[0]:
                 checked_lr[1] = check_lr(opt.lr, self.dtype)
                 checked_lr[0] = opt.lr
-            lr = checked_lr[1]
+            return checked_lr[1]
+
+        def restore(t_saved):
+            if fused:
+                for W, saved in zip(self.weights, self._views(self._grads)[0]):
+                    W[...] = saved
+                for b, saved in zip(self.biases, saved_biases):
+                    b[...] = saved
+            else:
+                self._params[...] = saved_params
+                for b, saved in zip(state, saved_state):
+                    b[...] = saved
+            opt.t = t_saved
+
+        def compiled(rows, lr, t_saved, team):
+            # the workspace, made for nt threads, holds what one thread needs
+            return _network.train_epoch(
+                self._params, self._grads, s1, s2, work, label_buf, w_buf, self._sizes,
+                self._acts, self._loss_code, data.X, labels, Y, weights, rows, capacity,
+                kind, lr, momentum, nesterov, beta1, beta2, eps, t_saved, loss_scale,
+                opt.l2, opt.l2_per_sample, nt if team else 1, steps_done, progress)
+
+        def replay_and_raise(order, lr, t_saved, team, done):
+            # a step made a parameter non-finite: back to the epoch's start, then its
+            # first `done` rows again (the kernels are deterministic), then the error
+            restore(t_saved)
+            steps = 0
+            if done:
+                steps = compiled(order[:done], lr, t_saved, team)[3]
+            opt.t = t_saved + steps
+            raise_diverged(self, f"batch {steps + 1} of this epoch", lr, parameters=True)
+
+        def run(order):
+            lr = current_lr()
             t_saved = opt.t
             if fused:
                 np.copyto(self._grads, self._params)
@@ -317,40 +354,13 @@ class Network:
                 np.copyto(saved_params, self._params)
                 for b, saved in zip(state, saved_state):
                     np.copyto(saved, b)
-
-            def restore():
-                if fused:
-                    for W, saved in zip(self.weights, self._views(self._grads)[0]):
-                        W[...] = saved
-                    for b, saved in zip(self.biases, saved_biases):
-                        b[...] = saved
-                else:
-                    self._params[...] = saved_params
-                    for b, saved in zip(state, saved_state):
-                        b[...] = saved
-                opt.t = t_saved
-
             team = choice is None or choice.use_team()
-
-            def compiled(rows):
-                # the workspace, made for nt threads, holds what one thread needs
-                return _network.train_epoch(
-                    self._params, self._grads, s1, s2, work, label_buf, w_buf, self._sizes,
-                    self._acts, self._loss_code, data.X, labels, Y, weights, rows, capacity,
-                    kind, lr, momentum, nesterov, beta1, beta2, eps, t_saved, loss_scale,
-                    opt.l2, opt.l2_per_sample, nt if team else 1, steps_done, progress)
-
             t0 = time.perf_counter()
             try:
-                total, total_penalty, done, steps, status = compiled(order)
+                total, total_penalty, done, steps, status = compiled(order, lr, t_saved, team)
                 seconds = time.perf_counter() - t0
                 if status == 2:
-                    restore()
-                    if done:
-                        total, total_penalty, done, steps, status = compiled(order[:done])
-                    opt.t = t_saved + steps
-                    raise_diverged(self, f"batch {steps + 1} of this epoch", lr,
-                                   parameters=True)
+                    replay_and_raise(order, lr, t_saved, team, done)
                 opt.t = t_saved + steps
             except BaseException:
                 # Ctrl-C (or an exception from a callback) between two steps: the
@@ -367,6 +377,73 @@ class Network:
             return EpochStats((total + total_penalty) / done, total / loss_scale / done,
                               total_penalty / done, done, seconds)
 
+        def steady_epochs():
+            # how many of the next epochs run_epochs may run in one call: none with plain
+            # SGD fused into the products (its rollback copy is another), none while the
+            # team choice times epochs, else until its next probe
+            if fused or n == 0:
+                return 0
+            return choice.steady_epochs() if choice is not None else sys.maxsize
+
+        def run_epochs(order, random_state, max_epochs, mse, tol, n_iter_no_change, rule,
+                       on_epochs):
+            """Up to max_epochs (<= steady_epochs(); at most _RUN_MAX_EPOCHS) epochs by
+            _network.train_epochs:
+            `order` (int64, C-contiguous, n long) shuffled in place before each with
+            random_state (a RandomState whose shuffle shuffle_like_random_state draws
+            exactly; None: not shuffled), scikit-learn's stopping rule applied to rule =
+            [best loss, epochs without improvement, 0, 0] (updated in place). Calls
+            on_epochs(losses), the completed epochs' losses as scikit-learn reports them,
+            before it returns or raises: a diverged epoch raises as run does, a
+            KeyboardInterrupt propagates with the steps taken counted in opt.t."""
+            lr = current_lr()
+            t_start = opt.t
+            team = choice is None or choice.use_team()
+            max_epochs = min(max_epochs, _RUN_MAX_EPOCHS)
+            record = np.zeros((max_epochs, 7))
+            if random_state is None:
+                capsule = lock = None
+            else:
+                capsule = random_state._bit_generator.capsule
+                lock = random_state._bit_generator.lock
+            rule[2:] = 0
+            try:
+                ran = _network.train_epochs(
+                    self._params, self._grads, s1, s2, work, label_buf, w_buf, self._sizes,
+                    self._acts, self._loss_code, data.X, labels, Y, weights, order, capacity,
+                    kind, lr, momentum, nesterov, beta1, beta2, eps, t_start, loss_scale,
+                    opt.l2, opt.l2_per_sample, nt if team else 1, steps_done, saved_params,
+                    *(tuple(saved_state) + (empty,) * (2 - len(saved_state))),
+                    capsule, lock, max_epochs, mse, tol, n_iter_no_change, rule, record)
+            except BaseException:
+                completed = int(rule[2])
+                opt.t = t_start + int(rule[3]) + int(steps_done[0])
+                on_epochs(record[:completed, 6].tolist())
+                raise
+            completed = int(rule[2])
+            opt.t = t_start + int(rule[3])
+            if choice is not None:
+                for e in range(ran):
+                    if record[e, 2] > 0:
+                        choice.record(team, record[e, 5], int(record[e, 2]),
+                                      int(record[e, 3]))
+            on_epochs(record[:completed, 6].tolist())
+            status = int(record[ran - 1, 4])
+            if status != 0:
+                # the failed epoch is the last: order holds its rows, the saved buffers
+                # its start
+                done, steps = int(record[ran - 1, 2]), int(record[ran - 1, 3])
+                if status == 2:
+                    try:
+                        replay_and_raise(order, lr, opt.t, team, done)
+                    except BaseException:
+                        opt.t = t_start + int(rule[3]) + int(steps_done[0])
+                        raise
+                opt.t += steps      # the steps before the batch whose loss is not finite
+                raise_diverged(self, f"batch {steps + 1} of this epoch", lr)
+
+        run.steady_epochs = steady_epochs
+        run.run_epochs = run_epochs
         return run
 
     # -- public API --------------------------------------------------------------------

@@ -58,6 +58,10 @@ __all__ = ["MLPClassifier", "MLPRegressor"]
 _STOCHASTIC_SOLVERS = ("sgd", "adam")
 
 
+# Whether fit runs epochs in compiled runs where it can (see _fit_stochastic); the tests
+# turn it off to hold the runs against the loop that takes one epoch at a time.
+_EPOCHS_IN_RUNS = True
+
 _FAST_SHUFFLE_CHECKED = []    # [True] or [False] once checked in this process
 
 
@@ -413,21 +417,66 @@ class _BaseMLP(BaseEstimator):
         # buffers, thread count and optimizer bound once for all epochs
         run_epoch = net._epoch_runner(data, n_samples, batch_size, opt, loss_scale)
         improved = False
+        # Runs of epochs in one compiled call (Network._epoch_runner's run_epochs: the
+        # shuffle, the rollback copies and the stopping rule between epochs in compiled
+        # code) where nothing between two epochs needs Python: no validation score, no
+        # progress printed, a learning rate that changes only when the rule triggers, the
+        # shuffle drawn exactly as RandomState.shuffle draws it, and the rule's numbers
+        # plain floats (a NumPy scalar tol would round the rule's sums in its own dtype).
+        in_runs = (_EPOCHS_IN_RUNS and not early_stopping and not incremental
+                   and not self.verbose
+                   and not (self.solver == "sgd" and self.learning_rate == "invscaling")
+                   and type(self.tol) in (int, float) and type(self.best_loss_) is float
+                   and (not self.shuffle
+                        or (isinstance(self._random_state, np.random.RandomState)
+                            and _fast_shuffle_matches())))
+        if in_runs:
+            sample_idx = np.ascontiguousarray(sample_idx, dtype=np.int64)
+            rule = np.zeros(4)
         try:
             self.n_iter_ = 0
-            for it in range(self.max_iter):
-                if self.shuffle:
-                    # sklearn.utils.shuffle(sample_idx, random_state=...), without its
-                    # parameter validation (a fifth of an epoch's time on small data):
-                    # resample(replace=False) shuffles an arange with the random state
-                    # and indexes with it, exactly this
-                    sample_idx = sample_idx[_shuffled_range(self._random_state, n_samples)]
-                order = sample_idx if train_rows is None else train_rows[sample_idx]
-                order = np.ascontiguousarray(order, dtype=np.int64)
+            while self.n_iter_ < self.max_iter:
+                steady = run_epoch.steady_epochs() if in_runs else 0
+                in_a_run = steady >= 2 and self.max_iter - self.n_iter_ >= 2
+                if in_a_run:
+                    # a run of epochs: what the rest of this loop does for each epoch
+                    # (without early stopping, verbose and invscaling), compiled
+                    rule[0] = self.best_loss_
+                    rule[1] = self._no_improvement_count
+
+                    def completed(losses):
+                        for loss in losses:
+                            self.n_iter_ += 1
+                            self.loss_ = loss
+                            self.t_ += n_samples
+                            self.loss_curve_.append(loss)
+                        if losses:
+                            self.best_loss_ = float(rule[0])
+                            self._no_improvement_count = int(rule[1])
+                else:
+                    if self.shuffle:
+                        # sklearn.utils.shuffle(sample_idx, random_state=...), without its
+                        # parameter validation (a fifth of an epoch's time on small data):
+                        # resample(replace=False) shuffles an arange with the random
+                        # state and indexes with it, exactly this (and what a run's
+                        # shuffle in place of sample_idx draws)
+                        sample_idx = sample_idx[_shuffled_range(self._random_state,
+                                                                n_samples)]
+                    order = sample_idx if train_rows is None else train_rows[sample_idx]
+                    order = np.ascontiguousarray(order, dtype=np.int64)
+                    if in_runs:
+                        sample_idx = order      # the next run shuffles it in place
                 try:
                     # the data were checked once, before the loop; the order is ours
                     with net._lock:
-                        stats = run_epoch(order)
+                        if in_a_run:
+                            run_epoch.run_epochs(
+                                sample_idx, self._random_state if self.shuffle else None,
+                                min(steady, self.max_iter - self.n_iter_),
+                                loss_name == "mse", float(self.tol),
+                                float(self.n_iter_no_change), rule, completed)
+                        else:
+                            stats = run_epoch(order)
                 except ValueError as exc:
                     if "diverged" not in str(exc):
                         raise
@@ -436,26 +485,28 @@ class _BaseMLP(BaseEstimator):
                         "Solver produced non-finite parameter weights. The input data may"
                         " contain large values and need to be preprocessed.") from exc
 
-                self.n_iter_ += 1
-                if loss_name == "mse":
-                    # scikit-learn reports 0.5 * the mean squared error plus the penalty
-                    self.loss_ = 0.5 * stats.data_loss + stats.penalty
-                else:
-                    self.loss_ = stats.loss
-                self.t_ += n_samples
-                self.loss_curve_.append(self.loss_)
-                if self.verbose:
-                    print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
+                if not in_a_run:
+                    self.n_iter_ += 1
+                    if loss_name == "mse":
+                        # scikit-learn reports 0.5 * the mean squared error plus the
+                        # penalty
+                        self.loss_ = 0.5 * stats.data_loss + stats.penalty
+                    else:
+                        self.loss_ = stats.loss
+                    self.t_ += n_samples
+                    self.loss_curve_.append(self.loss_)
+                    if self.verbose:
+                        print("Iteration %d, loss = %.8f" % (self.n_iter_, self.loss_))
 
-                if self._update_no_improvement_count(early_stopping, net, X_val, y_val,
-                                                     sample_weight_val):
-                    improved = True
+                    if self._update_no_improvement_count(early_stopping, net, X_val, y_val,
+                                                         sample_weight_val):
+                        improved = True
 
-                # SGDOptimizer.iteration_ends
-                if self.solver == "sgd" and self.learning_rate == "invscaling":
-                    self._learning_rate = (
-                        float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t)
-                    opt.lr = self._learning_rate
+                    # SGDOptimizer.iteration_ends
+                    if self.solver == "sgd" and self.learning_rate == "invscaling":
+                        self._learning_rate = (
+                            float(self.learning_rate_init) / (self.t_ + 1) ** self.power_t)
+                        opt.lr = self._learning_rate
 
                 if self._no_improvement_count > self.n_iter_no_change:
                     if early_stopping:

@@ -859,32 +859,18 @@ def loss_gradients_step(floating[::1] params, floating[::1] grads, floating[::1]
     return value, bad
 
 
-def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
-                floating[::1] state2, floating[::1] work, int64_t[::1] label_buf,
-                floating[::1] w_buf,
-                const Py_ssize_t[::1] sizes, const int[::1] acts, int loss,
-                const floating[:, ::1] X, const int64_t[::1] labels,
-                const floating[:, ::1] Y, const floating[::1] weights,
-                const int64_t[::1] order, Py_ssize_t batch_size,
-                int kind, double lr, double momentum, bint nesterov,
-                double beta1, double beta2, double eps, long long t0,
-                double scale, double l2, bint l2_per_sample,
-                int n_threads, int64_t[::1] steps_done, progress=None):
-    """One epoch of minibatch training over the rows of X in `order`, without the GIL.
-    work: work_size(capacity=batch_size, input_slot=True); label_buf and w_buf: batch_size
-    elements (w_buf: 0 without row weights); state1/state2: the optimizer's state buffers
-    laid out like params, or empty (plain SGD keeps none; momentum uses state1, Adam both).
-    kind: OPT_SGD or OPT_ADAM; t0: Adam steps taken before this epoch.
-
-    Returns (sum over batches of loss * rows, sum of penalty * rows, rows done, steps
-    done, status). Each batch's loss is taken before its step. status 0: the epoch
-    finished; 1: a batch's loss was not finite and the loop stopped before its step; 2: the
-    last step made a parameter non-finite (that step is applied and not counted in steps
-    done: the caller restores and replays). Every SIGNAL_CHECK_S seconds the loop takes
-    the GIL to let Python handle signals and to call progress(rows done) if given; a
-    KeyboardInterrupt then propagates from here at a batch boundary, with the parameters
-    of the last completed step. steps_done[0] is kept equal to the steps completed so
-    far, so that the caller knows it when an exception propagates."""
+cdef tuple epoch_core(floating[::1] params, floating[::1] grads, floating[::1] state1,
+                      floating[::1] state2, floating[::1] work, int64_t[::1] label_buf,
+                      floating[::1] w_buf,
+                      const Py_ssize_t[::1] sizes, const int[::1] acts, int loss,
+                      const floating[:, ::1] X, const int64_t[::1] labels,
+                      const floating[:, ::1] Y, const floating[::1] weights,
+                      const int64_t[::1] order, Py_ssize_t batch_size,
+                      int kind, double lr, double momentum, bint nesterov,
+                      double beta1, double beta2, double eps, long long t0,
+                      double scale, double l2, bint l2_per_sample,
+                      int n_threads, int64_t[::1] steps_done, progress):
+    # train_epoch's work (see there), also run by train_epochs
     cdef Plan p
     cdef Py_ssize_t n = order.shape[0], start = 0, B, n_steps = 0
     cdef double total = 0, total_penalty = 0, value, penalty, next_check
@@ -1000,6 +986,38 @@ def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
     return total, total_penalty, start, n_steps, status
 
 
+def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
+                floating[::1] state2, floating[::1] work, int64_t[::1] label_buf,
+                floating[::1] w_buf,
+                const Py_ssize_t[::1] sizes, const int[::1] acts, int loss,
+                const floating[:, ::1] X, const int64_t[::1] labels,
+                const floating[:, ::1] Y, const floating[::1] weights,
+                const int64_t[::1] order, Py_ssize_t batch_size,
+                int kind, double lr, double momentum, bint nesterov,
+                double beta1, double beta2, double eps, long long t0,
+                double scale, double l2, bint l2_per_sample,
+                int n_threads, int64_t[::1] steps_done, progress=None):
+    """One epoch of minibatch training over the rows of X in `order`, without the GIL.
+    work: work_size(capacity=batch_size, input_slot=True); label_buf and w_buf: batch_size
+    elements (w_buf: 0 without row weights); state1/state2: the optimizer's state buffers
+    laid out like params, or empty (plain SGD keeps none; momentum uses state1, Adam both).
+    kind: OPT_SGD or OPT_ADAM; t0: Adam steps taken before this epoch.
+
+    Returns (sum over batches of loss * rows, sum of penalty * rows, rows done, steps
+    done, status). Each batch's loss is taken before its step. status 0: the epoch
+    finished; 1: a batch's loss was not finite and the loop stopped before its step; 2: the
+    last step made a parameter non-finite (that step is applied and not counted in steps
+    done: the caller restores and replays). Every SIGNAL_CHECK_S seconds the loop takes
+    the GIL to let Python handle signals and to call progress(rows done) if given; a
+    KeyboardInterrupt then propagates from here at a batch boundary, with the parameters
+    of the last completed step. steps_done[0] is kept equal to the steps completed so
+    far, so that the caller knows it when an exception propagates."""
+    return epoch_core(params, grads, state1, state2, work, label_buf, w_buf, sizes, acts, loss,
+                      X, labels, Y, weights, order, batch_size, kind, lr, momentum, nesterov,
+                      beta1, beta2, eps, t0, scale, l2, l2_per_sample, n_threads, steps_done,
+                      progress)
+
+
 # -- numpy's legacy shuffle, for fastbp.sklearn ----------------------------------------------
 
 cdef extern from "numpy/random/bitgen.h" nogil:
@@ -1039,12 +1057,121 @@ def shuffle_like_random_state(object capsule, int64_t[::1] x):
     trusting it (see _fast_shuffle there): scikit-learn's MLP shuffles its rows with that
     every epoch, and the Python around it had cost 20 us an epoch."""
     cdef bitgen_t* bg = <bitgen_t*>PyCapsule_GetPointer(capsule, "BitGenerator")
-    cdef Py_ssize_t i = x.shape[0] - 1, j
+    if x.shape[0] > 0:
+        with nogil:
+            shuffle_rows(bg, &x[0], x.shape[0])
+
+
+cdef void shuffle_rows(bitgen_t* bg, int64_t* x, Py_ssize_t n) noexcept nogil:
+    # shuffle_like_random_state's loop
+    cdef Py_ssize_t i = n - 1, j
     cdef int64_t tmp
-    with nogil:
-        while i >= 1:
-            j = <Py_ssize_t>random_interval(bg, <uint64_t>i)
-            tmp = x[i]
-            x[i] = x[j]
-            x[j] = tmp
-            i -= 1
+    while i >= 1:
+        j = <Py_ssize_t>random_interval(bg, <uint64_t>i)
+        tmp = x[i]
+        x[i] = x[j]
+        x[j] = tmp
+        i -= 1
+
+
+# -- epochs in a row, for fastbp.sklearn ---------------------------------------------------
+
+cdef inline void copy_buffer(floating[::1] dst, floating[::1] src) noexcept:
+    if src.shape[0] > 0:
+        memcpy(&dst[0], &src[0], src.shape[0] * sizeof(floating))
+
+
+def train_epochs(floating[::1] params, floating[::1] grads, floating[::1] state1,
+                 floating[::1] state2, floating[::1] work, int64_t[::1] label_buf,
+                 floating[::1] w_buf,
+                 const Py_ssize_t[::1] sizes, const int[::1] acts, int loss,
+                 const floating[:, ::1] X, const int64_t[::1] labels,
+                 const floating[:, ::1] Y, const floating[::1] weights,
+                 int64_t[::1] order, Py_ssize_t batch_size,
+                 int kind, double lr, double momentum, bint nesterov,
+                 double beta1, double beta2, double eps, long long t0,
+                 double scale, double l2, bint l2_per_sample,
+                 int n_threads, int64_t[::1] steps_done,
+                 floating[::1] saved_params, floating[::1] saved_state1,
+                 floating[::1] saved_state2, object shuffle_capsule, object shuffle_lock,
+                 Py_ssize_t max_epochs, bint mse, double tol, double n_iter_no_change,
+                 double[::1] rule, double[:, ::1] record):
+    """Up to max_epochs epochs of train_epoch in a row (same arguments up to steps_done),
+    with what fastbp.sklearn's fit does between two epochs, for its loops of many short
+    epochs: on the small data sets scikit-learn's MLP is used for, the Python between
+    epochs (the shuffle, the copies for a rollback, scikit-learn's stopping rule) had been
+    about 100 us an epoch, 5-10% of a fit. Before each epoch `order` is shuffled in place
+    as shuffle_like_random_state does, under shuffle_lock (unless shuffle_capsule is
+    None), and params and the state buffers are copied into saved_* (what the caller
+    restores when an epoch fails); t0 is Adam's step count before the first epoch.
+
+    After epoch e, record[e] = (loss sum, penalty sum, rows done, steps, status, seconds,
+    loss as scikit-learn reports it: the mean loss with the penalty, 0.5 * the mean
+    squared error plus the penalty when mse) and scikit-learn's rule without early
+    stopping is applied to rule = [best loss, epochs without improvement, epochs done,
+    steps done]: a loss above best - tol adds one, another sets it to 0, a lower loss is
+    the new best. Returns the epochs run: after max_epochs, after an epoch whose status
+    is not 0 (its record says which; nothing of rule changes for it), or after the epoch
+    that made the count exceed n_iter_no_change. A KeyboardInterrupt propagates as from
+    train_epoch, rule counting the epochs completed before it; signals are also looked
+    for before each epoch."""
+    cdef Py_ssize_t e, n = order.shape[0]
+    cdef double began, total, total_penalty, done, value, best = rule[0], count = rule[1]
+    cdef long long t = t0, steps
+    cdef int status
+    cdef bitgen_t* bg = NULL
+    if (saved_params.shape[0] != params.shape[0] or saved_state1.shape[0] != state1.shape[0]
+            or saved_state2.shape[0] != state2.shape[0]):
+        raise ValueError("train_epochs: saved buffers do not match the parameters")
+    if record.shape[0] < max_epochs or record.shape[1] != 7 or rule.shape[0] != 4:
+        raise ValueError("train_epochs: record or rule too short")
+    if n == 0:
+        raise ValueError("train_epochs: no rows")
+    if shuffle_capsule is not None:
+        bg = <bitgen_t*>PyCapsule_GetPointer(shuffle_capsule, "BitGenerator")
+    for e in range(max_epochs):
+        # A signal (Ctrl-C) that came after the last epoch's check: the loop of one epoch
+        # at a time would see it between two epochs, in the interpreter; here nothing
+        # else would until an epoch longer than SIGNAL_CHECK_S.
+        steps_done[0] = 0       # the last epoch's are in rule[3]
+        PyErr_CheckSignals()
+        if bg != NULL:
+            with shuffle_lock:
+                with nogil:
+                    shuffle_rows(bg, &order[0], n)
+        copy_buffer(saved_params, params)
+        copy_buffer(saved_state1, state1)
+        copy_buffer(saved_state2, state2)
+        began = fastbp_now()
+        total, total_penalty, done, steps, status = epoch_core(
+            params, grads, state1, state2, work, label_buf, w_buf, sizes, acts, loss, X,
+            labels, Y, weights, order, batch_size, kind, lr, momentum, nesterov, beta1,
+            beta2, eps, t, scale, l2, l2_per_sample, n_threads, steps_done, None)
+        record[e, 0] = total
+        record[e, 1] = total_penalty
+        record[e, 2] = done
+        record[e, 3] = <double>steps
+        record[e, 4] = status
+        record[e, 5] = fastbp_now() - began
+        if status != 0:
+            return e + 1
+        t += steps
+        # as fastbp/network.py's EpochStats and fastbp.sklearn's loss_ compute it
+        if mse:
+            value = 0.5 * (total / scale / done) + total_penalty / done
+        else:
+            value = (total + total_penalty) / done
+        record[e, 6] = value
+        if value > best - tol:
+            count += 1
+        else:
+            count = 0
+        if value < best:
+            best = value
+        rule[0] = best
+        rule[1] = count
+        rule[2] = e + 1
+        rule[3] = <double>(t - t0)
+        if count > n_iter_no_change:
+            return e + 1
+    return max_epochs
