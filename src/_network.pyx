@@ -18,7 +18,7 @@
 from cython cimport floating
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from cpython.pycapsule cimport PyCapsule_GetPointer
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport malloc, calloc, free
 from libc.math cimport isfinite
 from libc.string cimport memcpy
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
@@ -53,7 +53,7 @@ from _team cimport (Team, team_next, team_loop_done, fastbp_team_sync,
                     fastbp_team_sync_init, fastbp_team_size,
                     fastbp_team_yielding_ns, fastbp_team_barrier_untimed, team_barrier,
                     team_share, fastbp_team_publish, fastbp_team_wait_for,
-                    FASTBP_TEAM_AVAILABLE)
+                    fastbp_team_claim, FASTBP_TEAM_AVAILABLE)
 
 
 cdef struct Plan:
@@ -237,20 +237,52 @@ cdef inline void half_rows(Py_ssize_t B, int half, Py_ssize_t* lo, Py_ssize_t* h
     hi[0] = h if half == 0 else B
 
 
+# A progress counter of each half (see loss_and_gradient_team_halves) on a cache line of its
+# own: the long longs between them
+cdef enum:
+    PROGRESS_APART = 8
+
+
+# What the two threads of a batch in halves share to work on each other's half (see
+# loss_and_gradient_team_halves): every counter only grows within an epoch, and a step's
+# values are above the step before's.
+cdef struct HalvesSync:
+    fastbp_team_sync* sync
+    long long* ready        # ready[PROGRESS_APART * h]: how far half h's thread has got: base
+                            # + 1 once its loss is written (dZ_{L-1} ready), base + 1 + L - l
+                            # once its input gradient of layer l is (dZ_{l-1} ready, W_l no
+                            # longer read)
+    long long* claimed      # claimed[L * h + l]: base + 1 once a thread took the weight
+                            # gradient of layer l of half h in this step
+    long long* done         # done[L * h + l]: base + 1 once that weight gradient is in G
+
+
+cdef inline void half_weight_gradient(const Plan* p, floating* G, floating* work,
+                                      floating* scratch, const floating* X, Py_ssize_t lo,
+                                      Py_ssize_t hi, Py_ssize_t l) noexcept nogil:
+    # layer l's weight and bias gradients of rows [lo, hi) into G, from the dZ_l that
+    # half_gradient left in its slot
+    cdef Py_ssize_t K = p.sizes[l], N = p.sizes[l + 1]
+    cdef const floating* a_in = X + lo * K if l == 0 else work + p.a_off[l] + lo * K
+    weight_gradient(G + p.w_off[l], G + p.b_off[l], a_in,
+                    work + p.dz_off[l % 2] + lo * p.widest, hi - lo, K, N, 1, scratch)
+
+
 cdef void half_gradient(const Plan* p, const floating* params, floating* G,
                         floating* work, floating* scratch, const floating* X,
                         const int64_t* labels, const floating* Y, const floating* w,
                         Py_ssize_t lo, Py_ssize_t hi, double scale, double norm,
-                        double* total, long long* progress, long long base) noexcept nogil:
+                        double* total, HalvesSync* hs, int h, long long base) noexcept nogil:
     # Rows [lo, hi) of a batch through forward, loss and backward on this thread, their
     # weight and bias gradients into G (laid out like params), each Z, A and dZ row where
     # the whole batch's would be (the dZ slots' rows widest apart, so that the two halves
     # never share a row however the layers' widths differ). *total gets this half's share
     # of the loss sum: sum_i r_i l_i, which the caller adds to the other half's and
     # divides by norm; each dZ row is already scaled by scale r_i / norm, as
-    # loss_and_output_gradient scales it. progress (NULL: none) is published as
-    # base + 1 once *total is written, then base + 1 + L - l once layer l's gradients are
-    # in G and this thread reads nothing of layer l again (see update_halves).
+    # loss_and_output_gradient scales it. hs (NULL: none) is this half's (h) progress for
+    # the other thread: a layer's weight gradient goes to whichever of the two threads
+    # claims it first (steal_weight_gradients), after this thread's input gradient of the
+    # layer, which is on the path to the next layer.
     cdef Py_ssize_t L = p.n_layers, l, K, N, Bh = hi - lo, nL = p.sizes[L]
     cdef const floating* a_in = X + lo * p.sizes[0]
     cdef floating* dz[2]
@@ -267,20 +299,43 @@ cdef void half_gradient(const Plan* p, const floating* params, floating* G,
                          work + p.a_off[L] + lo * nL, labels + lo if labels != NULL else NULL,
                          Y + lo * nL if Y != NULL else NULL, w + lo if w != NULL else NULL,
                          Bh, nL, p.loss, p.acts[L - 1], scale, norm, True)
-    if progress != NULL:
-        fastbp_team_publish(progress, base + 1)
+    if hs != NULL:
+        fastbp_team_publish(hs.ready + PROGRESS_APART * h, base + 1)
     for l in range(L - 1, -1, -1):
         K = p.sizes[l]
         N = p.sizes[l + 1]
         dZ = dz[l % 2]
-        a_in = X + lo * K if l == 0 else work + p.a_off[l] + lo * K
         if l > 0:
+            if hs != NULL and l + 1 < L:
+                # dZ_{l-1} goes where dZ_{l+1} is: its weight gradient must be done
+                fastbp_team_wait_for(hs.sync, hs.done + L * h + l + 1, base + 1)
             input_gradient(dz[(l - 1) % 2], dZ, params + p.w_off[l],
                            work + p.z_off[l - 1] + lo * K, work + p.a_off[l] + lo * K,
                            Bh, K, N, p.acts[l - 1], 1, scratch)
-        weight_gradient(G + p.w_off[l], G + p.b_off[l], a_in, dZ, Bh, K, N, 1, scratch)
-        if progress != NULL:
-            fastbp_team_publish(progress, base + 1 + (L - l))
+            if hs != NULL:
+                fastbp_team_publish(hs.ready + PROGRESS_APART * h, base + 1 + (L - l))
+        if hs == NULL:
+            half_weight_gradient(p, G, work, scratch, X, lo, hi, l)
+        elif fastbp_team_claim(hs.claimed + L * h + l, base + 1):
+            half_weight_gradient(p, G, work, scratch, X, lo, hi, l)
+            fastbp_team_publish(hs.done + L * h + l, base + 1)
+
+
+cdef void steal_weight_gradients(const Plan* p, floating* G, floating* work,
+                                 floating* scratch, const floating* X, Py_ssize_t lo,
+                                 Py_ssize_t hi, HalvesSync* hs, int h,
+                                 long long base) noexcept nogil:
+    # For the thread done with its own half: the weight gradients of half h (rows [lo, hi),
+    # into G) that its own thread has not taken yet, each as soon as its dZ is ready, from
+    # layer L-1 down. The same products, so the same bits, whichever thread computes them;
+    # a vCPU that runs slower (on the 2-vCPU guest one ran a half 30-80% slower in some
+    # hours) hands over part of its half.
+    cdef Py_ssize_t L = p.n_layers, l
+    for l in range(L - 1, -1, -1):
+        fastbp_team_wait_for(hs.sync, hs.ready + PROGRESS_APART * h, base + 1 + (L - 1 - l))
+        if fastbp_team_claim(hs.claimed + L * h + l, base + 1):
+            half_weight_gradient(p, G, work, scratch, X, lo, hi, l)
+            fastbp_team_publish(hs.done + L * h + l, base + 1)
 
 
 cdef inline void add_into(floating* g, const floating* g2, Py_ssize_t n) noexcept nogil:
@@ -309,7 +364,7 @@ cdef inline void sgd_chunk(floating* param, const floating* grad, Py_ssize_t n,
 
 cdef double update_halves(const Plan* p, floating* params, floating* grads,
                           const floating* g2, floating* s1, floating* s2, const OptStep* o,
-                          floating decay, Team* team, const long long* other, long long base,
+                          floating decay, Team* team, HalvesSync* hs, long long base,
                           bint* bad) noexcept nogil:
     # The optimizer step of a batch computed in halves, over every chunk of the network
     # (a layer's weight chunks, then its bias chunks; the penalty on the weights only):
@@ -318,13 +373,15 @@ cdef double update_halves(const Plan* p, floating* params, floating* grads,
     # thread of the team asks first, and all threads return the same value and *bad.
     # Returns sum W^2 before the step, summed as loss_and_gradient's per-layer
     # update_block calls sum it (layer L-1 first, each layer's chunks in order).
-    # other (NULL: none): the other half's progress (see half_gradient), for a thread that
-    # comes here before the other half is done: chunks are handed out from layer L-1 down,
-    # the order in which the backward pass finishes the layers, and a layer's chunks wait
-    # only until the other half is done with that layer (it reads neither W_l nor its
-    # gradient again), so the thread that finished first steps the upper layers while the
-    # other computes the lower layers' gradients.
+    # hs (NULL: none): the halves' progress (see half_gradient), for a thread that comes
+    # here before the other half is done: chunks are handed out from layer L-1 down, the
+    # order in which the backward pass finishes the layers, and a layer's chunks wait only
+    # until both halves' weight gradients of that layer are in and neither half's thread
+    # reads W_l again (its input gradient of the layer is done), so the thread that
+    # finished first steps the upper layers while the other computes the lower layers'
+    # gradients.
     cdef Py_ssize_t L = p.n_layers, l, c, u, v, lo, n, off, n_w, units = p.chunk_base[L]
+    cdef int h
     cdef bint want_sq = decay != 0, weights
     cdef bint plain = o.kind == OPT_SGD and s1 == NULL and decay == 0
     cdef double sq = 0, layer_sq
@@ -343,8 +400,15 @@ cdef double update_halves(const Plan* p, floating* params, floating* grads,
         while v >= units - p.chunk_base[l]:
             l -= 1
         u = p.chunk_base[l] + v - (units - p.chunk_base[l + 1])
-        if other != NULL:
-            fastbp_team_wait_for(team.sync, other, base + 1 + (L - l))
+        if hs != NULL:
+            # (the input gradients are done already when this thread came through
+            # steal_weight_gradients, which waits for the other half's last one; the wait
+            # keeps this function right on its own)
+            for h in range(2):
+                if l > 0:
+                    fastbp_team_wait_for(hs.sync, hs.ready + PROGRESS_APART * h,
+                                         base + 1 + (L - l))
+                fastbp_team_wait_for(hs.sync, hs.done + L * h + l, base + 1)
         n_w = p.sizes[l] * p.sizes[l + 1]
         c = u - p.chunk_base[l]
         weights = c < update_chunks(n_w)
@@ -390,10 +454,10 @@ cdef double loss_and_gradient_halves(const Plan* p, floating* params, floating* 
     penalty[0] = 0
     half_rows(B, 0, &lo, &hi)
     half_gradient(p, params, grads, work, work + p.scratch_off, X, labels, Y, w, lo, hi,
-                  obj.scale, norm, &total0, NULL, 0)
+                  obj.scale, norm, &total0, NULL, 0, 0)
     half_rows(B, 1, &lo, &hi)
     half_gradient(p, params, g2, work, work + p.scratch_off, X, labels, Y, w, lo, hi,
-                  obj.scale, norm, &total1, NULL, 0)
+                  obj.scale, norm, &total1, NULL, 1, 0)
     value = obj.scale * ((total0 + total1) / norm) if norm != 0 else 0.0
     if o.kind == OPT_NONE:
         add_into(grads, g2, p.n_params)
@@ -544,12 +608,6 @@ cdef double loss_and_gradient_team(Team* team, const Plan* p, floating* params,
     return value
 
 
-# A progress counter of each half (see loss_and_gradient_team_halves) on a cache line of its
-# own: the long longs between them
-cdef enum:
-    PROGRESS_APART = 8
-
-
 cdef double loss_and_gradient_team_halves(Team* team, const Plan* p, floating* params,
                                           floating* grads, floating* s1, floating* s2,
                                           floating* work, const floating* X,
@@ -557,32 +615,35 @@ cdef double loss_and_gradient_team_halves(Team* team, const Plan* p, floating* p
                                           const floating* w, Py_ssize_t B,
                                           const Objective* obj, const OptStep* o,
                                           double* penalty, bint* bad,
-                                          double* half_total, long long* progress,
+                                          double* half_total, HalvesSync* hs,
                                           long long base) noexcept nogil:
     # loss_and_gradient_halves run by a team of two: thread t computes half t of the batch
     # (into grads, or the plan's second gradient buffer), then both take the optimizer
     # step together, the first to finish its half starting on the layers the other is
     # done with (see update_halves); both return its value, *penalty and *bad.
-    # half_total: 2 doubles shared by the team; progress: the halves' progress counters
-    # (thread t's at progress + PROGRESS_APART * t), base: their value before this step.
+    # half_total: 2 doubles shared by the team; hs: the halves' progress (see HalvesSync),
+    # base: its counters' value before this step. The thread done with its half first takes
+    # over the other half's weight gradients that are ready and not yet taken.
     cdef Py_ssize_t lo, hi
     cdef int t = team.tid
     cdef double norm = loss_norm(w, B, p.sizes[p.n_layers], p.loss), value, decay
-    cdef const long long* other = progress + PROGRESS_APART * (1 - t)
+    cdef floating* scratch = work + (p.scratch_off if t == 0 else p.scratch2_off)
     penalty[0] = 0
     half_rows(B, t, &lo, &hi)
-    half_gradient(p, params, grads if t == 0 else work + p.g2_off, work,
-                  work + (p.scratch_off if t == 0 else p.scratch2_off),
-                  X, labels, Y, w, lo, hi, obj.scale, norm, &half_total[t],
-                  progress + PROGRESS_APART * t, base)
-    fastbp_team_wait_for(team.sync, other, base + 1)    # the other half's loss
+    half_gradient(p, params, grads if t == 0 else work + p.g2_off, work, scratch,
+                  X, labels, Y, w, lo, hi, obj.scale, norm, &half_total[t], hs, t, base)
+    # the other half's loss
+    fastbp_team_wait_for(hs.sync, hs.ready + PROGRESS_APART * (1 - t), base + 1)
     value = obj.scale * ((half_total[0] + half_total[1]) / norm) if norm != 0 else 0.0
     if not isfinite(value):
         team_barrier(team)      # both come here: no step, and the other half is done
         return value
+    half_rows(B, 1 - t, &lo, &hi)
+    steal_weight_gradients(p, grads if t == 1 else work + p.g2_off, work, scratch, X, lo, hi,
+                           hs, 1 - t, base)
     decay = step_decay(obj, w, B)
     penalty[0] = 0.5 * decay * update_halves(p, params, grads, work + p.g2_off, s1, s2, o,
-                                             <floating>decay, team, other, base, bad)
+                                             <floating>decay, team, hs, base, bad)
     return value
 
 
@@ -666,6 +727,7 @@ cdef struct EpochShared:
     int64_t* steps_done
     double half_total[2]         # a batch in halves: each half's loss sum
     long long half_progress[2 * PROGRESS_APART]  # ... and each half's progress this epoch
+    long long* half_claims       # ... and 4 L counters: HalvesSync's claimed and done
     # thread 0's results
     double total, total_penalty
     Py_ssize_t start, n_steps
@@ -706,6 +768,11 @@ cdef void epoch_thread(EpochShared* sh, const Plan* p, floating* params, floatin
     cdef int status = 0
     cdef bint bad = False, halves
     cdef long long half_base = 0    # the halves' progress counters before this step
+    cdef HalvesSync hs
+    hs.sync = &sh.sync
+    hs.ready = sh.half_progress
+    hs.claimed = sh.half_claims
+    hs.done = sh.half_claims + 2 * p.n_layers
     team.tid = tid
     team.n = fastbp_team_size()
     team.sync = &sh.sync
@@ -749,7 +816,7 @@ cdef void epoch_thread(EpochShared* sh, const Plan* p, floating* params, floatin
                                                   label_buf if lab != NULL else NULL,
                                                   work + p.y_off if lab == NULL else NULL,
                                                   wb, B, obj, &o, &penalty, &bad,
-                                                  sh.half_total, sh.half_progress, half_base)
+                                                  sh.half_total, &hs, half_base)
             half_base += 1 + p.n_layers
         else:
             value = loss_and_gradient_team(&team, p, params, grads, s1, s2, work, work,
@@ -896,6 +963,7 @@ cdef tuple epoch_core(floating[::1] params, floating[::1] grads, floating[::1] s
     o.eps = eps
     cdef EpochShared sh
     cdef double* rows = NULL
+    cdef long long* claims = NULL
     cdef floating flag[1]
     cdef object error
     global team_blocked_until, team_yielding
@@ -909,8 +977,10 @@ cdef tuple epoch_core(floating[::1] params, floating[::1] grads, floating[::1] s
         if team >= 2 and n > 0 and fastbp_now() >= team_blocked_until:
             # one parallel region for the whole epoch (see epoch_thread)
             rows = <double*>malloc(batch_size * sizeof(double))
-            if rows == NULL:
+            claims = <long long*>calloc(4 * p.n_layers, sizeof(long long))
+            if rows == NULL or claims == NULL:
                 raise MemoryError()
+            sh.half_claims = claims
             fastbp_team_sync_init(&sh.sync)
             sh.stop = False
             sh.fallback = False
@@ -979,6 +1049,7 @@ cdef tuple epoch_core(floating[::1] params, floating[::1] grads, floating[::1] s
     finally:
         free_plan(&p)
         free(rows)
+        free(claims)
     if team >= 2 and n > 0 and sh.fallback:
         # retried a second after the epoch that gave up on the team
         team_blocked_until = fastbp_now() + TEAM_RETRY_S

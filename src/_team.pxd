@@ -14,6 +14,7 @@ cdef extern from "team.h" nogil:
     long long fastbp_team_yielding_ns(fastbp_team_sync* s)
     void fastbp_team_publish(long long* progress, long long value)
     void fastbp_team_wait_for(fastbp_team_sync* s, const long long* progress, long long value)
+    int fastbp_team_claim(long long* slot, long long tag)
     enum:
         FASTBP_TEAM_AVAILABLE
 

@@ -190,6 +190,24 @@ static void fastbp_team_wait_for(fastbp_team_sync *s, const long long *progress,
 #endif
 }
 
+/* Claim a piece of work for the step tagged `tag` (tags grow from step to step): 1 for the
+ * one thread whose call moved *slot from below tag to tag, 0 for any other. */
+static int fastbp_team_claim(long long *slot, long long tag)
+{
+#if FASTBP_TEAM_AVAILABLE
+    long long seen = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    while (seen < tag)
+        if (__atomic_compare_exchange_n(slot, &seen, tag, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+            return 1;
+    return 0;
+#else
+    if (*slot >= tag)
+        return 0;
+    *slot = tag;
+    return 1;
+#endif
+}
+
 /* The next ticket of the team's shared counter. A loop that shares out U units draws
  * tickets until one is past base + U, so each of the n threads draws exactly one ticket
  * past the end: after the barrier that follows the loop every thread knows the counter
