@@ -280,8 +280,10 @@ def test_team_epoch_reports_divergence_like_the_serial_one(batch):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("sizes,n,batch", [
-    ([300, 400, 40], 6000, 50),        # products shared out
-    ([64, 128, 64, 10], 60000, 200),   # batches in halves
+    # rows enough for epochs well over the 50 ms the test needs: 6000 and 60000 took
+    # 49 ms and about 50 on two threads in a fast spell of the 2-vCPU guest
+    ([300, 400, 40], 12000, 50),       # products shared out
+    ([64, 128, 64, 10], 120000, 200),  # batches in halves
 ])
 def test_team_falling_back_to_one_thread_mid_epoch_equals_serial(dtype, sizes, n, batch):
     # With TEAM_MAX_YIELDING below zero every check finds the team too slow: at its first
