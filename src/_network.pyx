@@ -926,7 +926,7 @@ def loss_gradients_step(floating[::1] params, floating[::1] grads, floating[::1]
     return value, bad
 
 
-cdef tuple epoch_core(floating[::1] params, floating[::1] grads, floating[::1] state1,
+cpdef tuple train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
                       floating[::1] state2, floating[::1] work, int64_t[::1] label_buf,
                       floating[::1] w_buf,
                       const Py_ssize_t[::1] sizes, const int[::1] acts, int loss,
@@ -936,8 +936,22 @@ cdef tuple epoch_core(floating[::1] params, floating[::1] grads, floating[::1] s
                       int kind, double lr, double momentum, bint nesterov,
                       double beta1, double beta2, double eps, long long t0,
                       double scale, double l2, bint l2_per_sample,
-                      int n_threads, int64_t[::1] steps_done, progress):
-    # train_epoch's work (see there), also run by train_epochs
+                      int n_threads, int64_t[::1] steps_done, progress=None):
+    """One epoch of minibatch training over the rows of X in `order`, without the GIL.
+    work: work_size(capacity=batch_size, input_slot=True); label_buf and w_buf: batch_size
+    elements (w_buf: 0 without row weights); state1/state2: the optimizer's state buffers
+    laid out like params, or empty (plain SGD keeps none; momentum uses state1, Adam both).
+    kind: OPT_SGD or OPT_ADAM; t0: Adam steps taken before this epoch.
+
+    Returns (sum over batches of loss * rows, sum of penalty * rows, rows done, steps
+    done, status). Each batch's loss is taken before its step. status 0: the epoch
+    finished; 1: a batch's loss was not finite and the loop stopped before its step; 2: the
+    last step made a parameter non-finite (that step is applied and not counted in steps
+    done: the caller restores and replays). Every SIGNAL_CHECK_S seconds the loop takes
+    the GIL to let Python handle signals and to call progress(rows done) if given; a
+    KeyboardInterrupt then propagates from here at a batch boundary, with the parameters
+    of the last completed step. steps_done[0] is kept equal to the steps completed so
+    far, so that the caller knows it when an exception propagates."""
     cdef Plan p
     cdef Py_ssize_t n = order.shape[0], start = 0, B, n_steps = 0
     cdef double total = 0, total_penalty = 0, value, penalty, next_check
@@ -1055,38 +1069,6 @@ cdef tuple epoch_core(floating[::1] params, floating[::1] grads, floating[::1] s
         team_blocked_until = fastbp_now() + TEAM_RETRY_S
         team_yielding = 0
     return total, total_penalty, start, n_steps, status
-
-
-def train_epoch(floating[::1] params, floating[::1] grads, floating[::1] state1,
-                floating[::1] state2, floating[::1] work, int64_t[::1] label_buf,
-                floating[::1] w_buf,
-                const Py_ssize_t[::1] sizes, const int[::1] acts, int loss,
-                const floating[:, ::1] X, const int64_t[::1] labels,
-                const floating[:, ::1] Y, const floating[::1] weights,
-                const int64_t[::1] order, Py_ssize_t batch_size,
-                int kind, double lr, double momentum, bint nesterov,
-                double beta1, double beta2, double eps, long long t0,
-                double scale, double l2, bint l2_per_sample,
-                int n_threads, int64_t[::1] steps_done, progress=None):
-    """One epoch of minibatch training over the rows of X in `order`, without the GIL.
-    work: work_size(capacity=batch_size, input_slot=True); label_buf and w_buf: batch_size
-    elements (w_buf: 0 without row weights); state1/state2: the optimizer's state buffers
-    laid out like params, or empty (plain SGD keeps none; momentum uses state1, Adam both).
-    kind: OPT_SGD or OPT_ADAM; t0: Adam steps taken before this epoch.
-
-    Returns (sum over batches of loss * rows, sum of penalty * rows, rows done, steps
-    done, status). Each batch's loss is taken before its step. status 0: the epoch
-    finished; 1: a batch's loss was not finite and the loop stopped before its step; 2: the
-    last step made a parameter non-finite (that step is applied and not counted in steps
-    done: the caller restores and replays). Every SIGNAL_CHECK_S seconds the loop takes
-    the GIL to let Python handle signals and to call progress(rows done) if given; a
-    KeyboardInterrupt then propagates from here at a batch boundary, with the parameters
-    of the last completed step. steps_done[0] is kept equal to the steps completed so
-    far, so that the caller knows it when an exception propagates."""
-    return epoch_core(params, grads, state1, state2, work, label_buf, w_buf, sizes, acts, loss,
-                      X, labels, Y, weights, order, batch_size, kind, lr, momentum, nesterov,
-                      beta1, beta2, eps, t0, scale, l2, l2_per_sample, n_threads, steps_done,
-                      progress)
 
 
 # -- numpy's legacy shuffle, for fastbp.sklearn ----------------------------------------------
@@ -1214,7 +1196,7 @@ def train_epochs(floating[::1] params, floating[::1] grads, floating[::1] state1
         copy_buffer(saved_state1, state1)
         copy_buffer(saved_state2, state2)
         began = fastbp_now()
-        total, total_penalty, done, steps, status = epoch_core(
+        total, total_penalty, done, steps, status = train_epoch(
             params, grads, state1, state2, work, label_buf, w_buf, sizes, acts, loss, X,
             labels, Y, weights, order, batch_size, kind, lr, momentum, nesterov, beta1,
             beta2, eps, t, scale, l2, l2_per_sample, n_threads, steps_done, None)
