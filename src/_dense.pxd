@@ -18,7 +18,7 @@ from cython.parallel cimport prange
 from _activations cimport (ACT_SOFTMAX, activate_row, scale_by_derivative_row, softmax_row,
                           softmax_rows)
 from _gemm cimport (gemm, gemm_team, gemm_scratch_size, EPI_STORE, EPI_FORWARD, EPI_SGD,
-                   EPI_DERIV)
+                   EPI_DERIV, EPI_FORWARD_ACT)
 from _team cimport Team, team_barrier, team_share
 
 # Below this many elements an elementwise loop runs on one thread.
@@ -156,10 +156,15 @@ cdef inline void dense_forward(floating* Z, floating* A_out,
                                int act, int n_threads, floating* scratch) noexcept nogil:
     # Z (B, N) = A_in (B, K) @ W (K, N) + b (N);  A_out (B, N) = f_act(Z).
     # The epilogue adds b and applies f to each tile while it is in cache. Softmax needs
-    # whole rows, so it runs as a row pass after.
+    # whole rows, so it runs as a row pass after. Z == A_out (a hidden layer that keeps no
+    # Z, see _network.pyx's keeps_z; not softmax): only f_act(Z) is written.
     if N == 1:
         one_output_rows(Z, A_in, W, b, 0, B, K)
         one_output_activate(A_out, Z, 0, B, act)
+        return
+    if Z == A_out:
+        gemm(A_out, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
+             EPI_FORWARD_ACT, NULL, b, NULL, NULL, act, 0, n_threads)
         return
     gemm(Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
          EPI_FORWARD, A_out, b, NULL, NULL, act, 0, n_threads)
@@ -302,6 +307,10 @@ cdef inline void dense_forward_team(Team* team, floating* Z, floating* A_out,
         one_output_rows(Z, A_in, W, b, lo, hi, K)
         one_output_activate(A_out, Z, lo, hi, act)
         team_barrier(team)
+        return
+    if Z == A_out:
+        gemm_team(team, A_out, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
+                  EPI_FORWARD_ACT, NULL, b, NULL, NULL, act, 0, True)
         return
     gemm_team(team, Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
               EPI_FORWARD, A_out, b, NULL, NULL, act, 0, True)

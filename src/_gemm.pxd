@@ -70,6 +70,7 @@ cdef extern from "gemm.h" nogil:
         FASTBP_EPI_FORWARD
         FASTBP_EPI_SGD
         FASTBP_EPI_DERIV
+        FASTBP_EPI_FORWARD_ACT
         FASTBP_REGISTER_SGD
         FASTBP_ACT_IDENTITY
         FASTBP_ACT_RELU
@@ -82,6 +83,7 @@ cdef enum:
                         # C2, if not NULL, is set to 1 when a new value is not finite
     EPI_DERIV_T = 3     # C^T = acc * f'_act(Z^T, A^T): C, Z, A are N x M (transposed)
     EPI_DERIV = 4       # C = acc * f'_act(Z, A): C, Z, A are M x N, leading dimension ldc
+    EPI_FORWARD_ACT = 5 # C = f_act(acc + bias), for a layer that keeps no Z (not softmax)
 
 # Each thread gets at least this many multiply-adds, so a product of M*N*R multiply-adds
 # runs on at most M*N*R / GEMM_MACS_PER_THREAD threads: about 10-30 us of work per thread,
@@ -195,10 +197,12 @@ cdef inline void tile_epilogue(floating* tile, Py_ssize_t nr_full,
                 bad |= x - x != 0       # NaN unless x is finite
             if bad and C2 != NULL:
                 C2[0] = 1               # several threads may store the same 1: harmless
-        else:  # EPI_FORWARD
+        else:  # EPI_FORWARD, EPI_FORWARD_ACT
             for j in range(nr):
                 c[j] = t[j] + bias[n0 + j]
-            if act != ACT_SOFTMAX:
+            if kind == EPI_FORWARD_ACT:
+                activate_row(c, c, nr, act)     # in place: element by element
+            elif act != ACT_SOFTMAX:
                 activate_row(C2 + (m0 + i) * ldc + n0, c, nr, act)
 
 
@@ -213,6 +217,8 @@ cdef inline int register_epilogue(int kind, int act) noexcept nogil:
         return -1
     if kind == EPI_FORWARD:
         return FASTBP_EPI_FORWARD
+    if kind == EPI_FORWARD_ACT:
+        return FASTBP_EPI_FORWARD_ACT
     if kind == EPI_DERIV:
         return FASTBP_EPI_DERIV
     return -1
@@ -241,7 +247,8 @@ cdef inline void run_tile(const fastbp_target* tgt, bint narrow, Py_ssize_t NR, 
     cdef floating* c2
     if full_rows and nr == NR and epi >= 0 and tgt.mk_epi_f32 != NULL:
         # a full tile whose epilogue the micro-kernel applies from registers
-        v = bias + n0 if kind == EPI_FORWARD else (Z + at if kind == EPI_DERIV else NULL)
+        v = (bias + n0 if kind == EPI_FORWARD or kind == EPI_FORWARD_ACT
+             else (Z + at if kind == EPI_DERIV else NULL))
         # C2 is the output activation (forward) or, for the SGD step, a one-element flag
         c2 = C2 if kind == EPI_SGD or C2 == NULL else C2 + at
         if floating is float:

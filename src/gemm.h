@@ -37,7 +37,13 @@ enum { FASTBP_MAX_MR = 8, FASTBP_MAX_NR = 32 };
 
 /* The epilogues a micro-kernel can apply from registers (the values of _gemm.pxd's EPI_*
  * and _activations.pxd's ACT_* that they stand for). */
-enum { FASTBP_EPI_STORE = 0, FASTBP_EPI_FORWARD = 1, FASTBP_EPI_SGD = 2, FASTBP_EPI_DERIV = 4 };
+enum {
+    FASTBP_EPI_STORE = 0,
+    FASTBP_EPI_FORWARD = 1,
+    FASTBP_EPI_SGD = 2,
+    FASTBP_EPI_DERIV = 4,
+    FASTBP_EPI_FORWARD_ACT = 5
+};
 
 /* The register epilogue does the SGD step only where an empty asm can hold lr * acc in a
  * register, which keeps the compiler from fusing it into the subtraction (GCC fuses

@@ -56,6 +56,7 @@ MK_TARGET static void MK_NAME(ptrdiff_t kc, const MK_T *restrict A, ptrdiff_t a_
 /* The full tile at C (row stride ldc), with
  *   kind FASTBP_EPI_STORE:    C = acc
  *   kind FASTBP_EPI_FORWARD:  C = acc + V (V: the bias, NR values);  C2 = f_act(C)
+ *   kind FASTBP_EPI_FORWARD_ACT:  C = f_act(acc + V)  (a layer that keeps no Z)
  *   kind FASTBP_EPI_DERIV:    C = acc * f'_act(V)  (V: Z, row stride ldc)
  *   kind FASTBP_EPI_SGD:      C -= lr * acc; *C2 = 1 when a new value is not finite
  *                             (only where FASTBP_REGISTER_SGD)
@@ -81,10 +82,11 @@ MK_TARGET static void MK_EPI_NAME(ptrdiff_t kc, const MK_T *restrict A, ptrdiff_
             MK_IVEC m;
             if (kind == FASTBP_EPI_STORE) {
                 memcpy(C + i * ldc + v * MK_VW, &x, sizeof(MK_VEC));
-            } else if (kind == FASTBP_EPI_FORWARD) {
+            } else if (kind == FASTBP_EPI_FORWARD || kind == FASTBP_EPI_FORWARD_ACT) {
                 memcpy(&w, V + v * MK_VW, sizeof(MK_VEC));
                 x = x + w;
-                memcpy(C + i * ldc + v * MK_VW, &x, sizeof(MK_VEC));
+                if (kind == FASTBP_EPI_FORWARD)
+                    memcpy(C + i * ldc + v * MK_VW, &x, sizeof(MK_VEC));
                 if (act == FASTBP_ACT_RELU) {
                     m = x <= zero; /* 0 if z <= 0 else z: NaN stays NaN */
                     y = (MK_VEC)((MK_IVEC)x & ~m);
@@ -95,7 +97,8 @@ MK_TARGET static void MK_EPI_NAME(ptrdiff_t kc, const MK_T *restrict A, ptrdiff_
                 } else {
                     y = x;
                 }
-                memcpy(C2 + i * ldc + v * MK_VW, &y, sizeof(MK_VEC));
+                memcpy((kind == FASTBP_EPI_FORWARD ? C2 : C) + i * ldc + v * MK_VW, &y,
+                       sizeof(MK_VEC));
 #if FASTBP_REGISTER_SGD
             } else if (kind == FASTBP_EPI_SGD) {
                 y = x * lr;

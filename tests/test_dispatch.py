@@ -86,6 +86,68 @@ def test_fused_epilogues_match_naive_twins(target, dtype, activation):
         assert np.all(np.abs(dZ_in[False] - dZ_in[True]) <= bound + 8 * np.finfo(dtype).eps * np.abs(dZ_in[True]))
 
 
+# Hidden layers of a network keep no Z of their own unless their activation is gelu
+# (_network.pyx's keeps_z): the forward pass is then called with Z == A_out and writes only
+# f(Z) (EPI_FORWARD_ACT), and the input gradient is given A where it would read Z.
+KEEPS_NO_Z = ["identity", "relu", "leaky_relu", "sigmoid", "tanh"]
+
+
+@pytest.mark.parametrize("n_threads", [1, 2])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (1, 7, 33), (7, 33, 1), (33, 65, 47),
+                                   (100, 64, 128), (257, 33, 40)])
+@pytest.mark.parametrize("activation", KEEPS_NO_Z)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_without_z_equals_forward_with_it(target, dtype, activation, shape, n_threads):
+    from fastbp import _common, _kernels
+    B, K, N = shape
+    A, W, b, dZ = data(shape, dtype, seed=2)
+    act = _common.ACTIVATIONS[activation]
+    scratch = np.empty(_kernels.scratch_size(B, K, N, n_threads), dtype)
+    Z, A_out = np.empty((B, N), dtype), np.empty((B, N), dtype)
+    _kernels.dense_forward(Z, A_out, A, W, b, act, n_threads, scratch, False)
+    only_A = np.full((B, N), np.nan, dtype)
+    _kernels.dense_forward(only_A, only_A, A, W, b, act, n_threads, scratch, False)
+    assert np.array_equal(only_A, A_out)
+    # the input gradient of the layer after it, with f' from A in place of Z: the same
+    # bits (relu and leaky_relu read only the sign, which A keeps; the others read A)
+    W2 = data((N, N, K), dtype, seed=3)[1]          # (N, K): a next layer of K outputs
+    dZ2 = np.random.default_rng(4).standard_normal((B, K)).astype(dtype)
+    got = {}
+    for name, Zin in (("Z", Z), ("A", A_out)):
+        out = np.empty((B, N), dtype)
+        _kernels.input_gradient(out, dZ2, W2, Zin, A_out, act, n_threads, scratch, False)
+        got[name] = out
+    assert np.array_equal(got["A"], got["Z"])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_forward_without_z_keeps_nan_and_signed_zeros(target, dtype):
+    # relu and leaky_relu of NaN, -0.0, +0.0 and tiny negatives: f' from A is f' from Z
+    from fastbp import _common, _kernels
+    B, K, N = 7, 1, 40
+    A = np.ones((B, K), dtype)
+    W = np.zeros((K, N), dtype)
+    b = np.array([np.nan, -0.0, 0.0, -np.finfo(dtype).tiny / 4, np.finfo(dtype).tiny / 4,
+                  -1e-30, 1e-30, 3.0] * 5, dtype)
+    scratch = np.empty(_kernels.scratch_size(B, K, N, 1), dtype)
+    for activation in ("relu", "leaky_relu"):
+        act = _common.ACTIVATIONS[activation]
+        Z, A_out = np.empty((B, N), dtype), np.empty((B, N), dtype)
+        _kernels.dense_forward(Z, A_out, A, W, b, act, 1, scratch, False)
+        only_A = np.empty((B, N), dtype)
+        _kernels.dense_forward(only_A, only_A, A, W, b, act, 1, scratch, False)
+        assert np.array_equal(only_A, A_out, equal_nan=True)
+        assert np.array_equal(np.signbit(only_A), np.signbit(A_out))
+        dZ2 = np.ones((B, 3), dtype)
+        W2 = np.ones((N, 3), dtype)
+        outs = []
+        for Zin in (Z, A_out):
+            out = np.empty((B, N), dtype)
+            _kernels.input_gradient(out, dZ2, W2, Zin, A_out, act, 1, scratch, False)
+            outs.append(out)
+        assert np.array_equal(outs[0], outs[1])
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_threads_bit_identical_per_target(target, dtype):
     A, W, b, dZ = data((256, 300, 400), dtype)  # 30M multiply-adds: several threads
