@@ -46,6 +46,7 @@ from _gemm cimport fastbp_set_target, fastbp_target_supported, fastbp_active_tar
 from _activations cimport ACT_GELU
 from _losses cimport loss_and_output_gradient
 from _optim cimport (OptStep, OPT_NONE, OPT_SGD, OPT_ADAM, update_block, update_chunks,
+                     update_chunk_sum,
                      adam_set_step, update_layer_team, update_chunk, UPDATE_CHUNK)
 from _dense cimport (dense_forward_team, weight_gradient_team, weight_update_team,
                      input_gradient_team)
@@ -359,16 +360,18 @@ cdef inline void add_into(floating* g, const floating* g2, Py_ssize_t n) noexcep
         g[i] = g[i] + g2[i]
 
 
-cdef inline void sgd_chunk(floating* param, const floating* grad, Py_ssize_t n,
-                           floating lr, double* out) noexcept nogil:
+cdef inline void sgd_chunk(floating* param, const floating* grad, const floating* grad2,
+                           Py_ssize_t n, floating lr, double* out) noexcept nogil:
     # Plain SGD's step as the fused weight product takes it (_dense.pxd's weight_update):
     # fl(p - fl(lr g)), two roundings, as NumPy's p - lr * g (this module is compiled
-    # without FMA, so the compiler cannot contract them); out as update_chunk leaves it.
+    # without FMA, so the compiler cannot contract them), with g = fl(grad + grad2), the
+    # halves' sum; out as update_chunk leaves it.
     cdef Py_ssize_t i
-    cdef floating x
+    cdef floating x, g
     cdef bint finite = True
     for i in range(n):
-        x = param[i] - lr * grad[i]
+        g = grad[i] + grad2[i]
+        x = param[i] - lr * g
         param[i] = x
         if x - x != 0:
             finite = False
@@ -382,8 +385,8 @@ cdef double update_halves(const Plan* p, floating* params, floating* grads,
                           bint* bad) noexcept nogil:
     # The optimizer step of a batch computed in halves, over every chunk of the network
     # (a layer's weight chunks, then its bias chunks; the penalty on the weights only):
-    # each chunk's gradient is the halves' sum, added into grads just before the chunk's
-    # step. team NULL: this thread does every chunk; otherwise chunks go to whichever
+    # each chunk's gradient is the halves' sum, taken within the chunk's step
+    # (update_chunk_sum, sgd_chunk; grads keeps the first half's). team NULL: this thread does every chunk; otherwise chunks go to whichever
     # thread of the team asks first, and all threads return the same value and *bad.
     # Returns sum W^2 before the step, summed as loss_and_gradient's per-layer
     # update_block calls sum it (layer L-1 first, each layer's chunks in order).
@@ -433,13 +436,15 @@ cdef double update_halves(const Plan* p, floating* params, floating* grads,
             c -= update_chunks(n_w)
             off = p.b_off[l] + c * UPDATE_CHUNK
             n = min(<Py_ssize_t>UPDATE_CHUNK, p.sizes[l + 1] - c * UPDATE_CHUNK)
-        add_into(grads + off, g2 + off, n)
+        # the halves' gradients are summed within the step (not stored)
         if plain:
-            sgd_chunk(params + off, grads + off, n, <floating>o.lr, p.partials + 2 * u)
+            sgd_chunk(params + off, grads + off, g2 + off, n, <floating>o.lr,
+                      p.partials + 2 * u)
         else:
-            update_chunk(params + off, grads + off, s1 + off if s1 != NULL else NULL,
-                         s2 + off if s2 != NULL else NULL, n, o, decay if weights else 0,
-                         want_sq and weights, p.partials + 2 * u)
+            update_chunk_sum(params + off, grads + off, g2 + off,
+                             s1 + off if s1 != NULL else NULL,
+                             s2 + off if s2 != NULL else NULL, n, o, decay if weights else 0,
+                             want_sq and weights, p.partials + 2 * u)
     if team != NULL:
         team_loop_done(team, units)
     for l in range(L - 1, -1, -1):
@@ -912,8 +917,8 @@ def loss_gradients_step(floating[::1] params, floating[::1] grads, floating[::1]
                         const floating[:, ::1] Y, const floating[::1] weights,
                         bint want_grad, double lr, int n_threads):
     """Loss of (X, labels or Y), a weighted mean when weights is not empty. With want_grad and lr == 0 the gradients go into grads;
-    with want_grad and lr > 0 one SGD step is taken on params instead (grads then holds
-    only the bias gradients). Returns (loss before the step, bad): bad when the step made
+    with want_grad and lr > 0 one SGD step is taken on params instead (grads is then
+    scratch space: the bias gradients, or a half batch's gradients). Returns (loss before the step, bad): bad when the step made
     a parameter non-finite."""
     cdef Plan p
     cdef Py_ssize_t B = X.shape[0]

@@ -46,12 +46,12 @@ cdef inline void adam_set_step(OptStep* o, double lr, long long t) noexcept nogi
 
 
 cdef extern from "update.h" nogil:
-    ctypedef void (*fastbp_update_f32_fn)(int, int, float*, const float*, float*, float*,
-                                         Py_ssize_t, float, float, float, float, float, float,
-                                         int, double*)
-    ctypedef void (*fastbp_update_f64_fn)(int, int, double*, const double*, double*, double*,
-                                         Py_ssize_t, double, double, double, double, double,
-                                         double, int, double*)
+    ctypedef void (*fastbp_update_f32_fn)(int, int, float*, const float*, const float*,
+                                         float*, float*, Py_ssize_t, float, float, float, float,
+                                         float, float, int, double*)
+    ctypedef void (*fastbp_update_f64_fn)(int, int, double*, const double*, const double*,
+                                         double*, double*, Py_ssize_t, double, double, double,
+                                         double, double, double, int, double*)
     const fastbp_update_f32_fn fastbp_update_f32[3]
     const fastbp_update_f64_fn fastbp_update_f64[3]
 
@@ -59,21 +59,29 @@ from _gemm cimport fastbp_active_target
 from _team cimport Team, team_next, team_loop_done
 
 
-cdef inline void update_chunk(floating* p, const floating* g, floating* s1, floating* s2,
-                              Py_ssize_t n, const OptStep* o, floating decay, bint want_sq,
-                              double* out) noexcept nogil:
-    # out[0] = sum p^2 before the step (when want_sq), out[1] = 1 when any new parameter or
-    # state value is not finite, else 0. The loops are C, compiled per SIMD target
-    # (src/update_kernel.h says why); the reference optimizers of fastbp/reference.py are
-    # the oracle the tests hold them to.
+cdef inline void update_chunk_sum(floating* p, const floating* g, const floating* g2,
+                                  floating* s1, floating* s2, Py_ssize_t n, const OptStep* o,
+                                  floating decay, bint want_sq, double* out) noexcept nogil:
+    # The step with gradient g, or g + g2 (summed element by element, as a separate pass
+    # would store it) when g2 is not NULL. out[0] = sum p^2 before the step (when
+    # want_sq), out[1] = 1 when any new parameter or state value is not finite, else 0.
+    # The loops are C, compiled per SIMD target (src/update_kernel.h says why); the
+    # reference optimizers of fastbp/reference.py are the oracle the tests hold them to.
     if floating is float:
         fastbp_update_f32[fastbp_active_target.code](
-            o.kind, o.nesterov, p, g, s1, s2, n, <float>o.lr, <float>o.momentum,
+            o.kind, o.nesterov, p, g, g2, s1, s2, n, <float>o.lr, <float>o.momentum,
             <float>o.beta1, <float>o.beta2, <float>o.eps, decay, want_sq, out)
     else:
         fastbp_update_f64[fastbp_active_target.code](
-            o.kind, o.nesterov, p, g, s1, s2, n, o.lr, o.momentum, o.beta1, o.beta2, o.eps,
-            decay, want_sq, out)
+            o.kind, o.nesterov, p, g, g2, s1, s2, n, o.lr, o.momentum, o.beta1, o.beta2,
+            o.eps, decay, want_sq, out)
+
+
+cdef inline void update_chunk(floating* p, const floating* g, floating* s1, floating* s2,
+                              Py_ssize_t n, const OptStep* o, floating decay, bint want_sq,
+                              double* out) noexcept nogil:
+    # update_chunk_sum of one gradient
+    update_chunk_sum(p, g, NULL, s1, s2, n, o, decay, want_sq, out)
 
 
 cdef inline double update_block(floating* p, const floating* g, floating* s1, floating* s2,

@@ -12,10 +12,12 @@
 
 #include "gemm.h"
 
-typedef void (*fastbp_update_f32_fn)(int, int, float *, const float *, float *, float *,
+typedef void (*fastbp_update_f32_fn)(int, int, float *, const float *, const float *, float *,
+                                     float *,
                                      ptrdiff_t, float, float, float, float, float, float, int,
                                      double *);
-typedef void (*fastbp_update_f64_fn)(int, int, double *, const double *, double *, double *,
+typedef void (*fastbp_update_f64_fn)(int, int, double *, const double *, const double *,
+                                     double *, double *,
                                      ptrdiff_t, double, double, double, double, double, double,
                                      int, double *);
 

@@ -4,7 +4,10 @@
  *   UPD_NAME    function name        UPD_T   element type (float, double)
  *   UPD_TARGET  __attribute__((target(...))) or nothing for the baseline
  *
- * The rules are those of src/_optim.pxd (scikit-learn's), with g = grad + decay * param:
+ * The rules are those of src/_optim.pxd (scikit-learn's), with g = grad + decay * param,
+ * where grad is g[i], or g[i] + g2[i] when g2 is not NULL (the two halves of a batch, see
+ * _network.pyx's update_halves: summed here instead of in a pass of their own before the
+ * step, the same rounding of the same sum):
  *   kind 1 (sgd), s1 == NULL:   p -= lr g
  *   kind 1, nesterov:           v = mu v - lr g;  p += mu v - lr g
  *   kind 1:                     v = mu v - lr g;  p += v
@@ -24,7 +27,8 @@
  */
 
 UPD_TARGET static void UPD_NAME(int kind, int nesterov, UPD_T *restrict p,
-                                const UPD_T *restrict g, UPD_T *restrict s1,
+                                const UPD_T *restrict g, const UPD_T *restrict g2,
+                                UPD_T *restrict s1,
                                 UPD_T *restrict s2, ptrdiff_t n, UPD_T lr, UPD_T mu, UPD_T b1,
                                 UPD_T b2, UPD_T eps, UPD_T decay, int want_sq, double *out)
 {
@@ -46,33 +50,33 @@ UPD_TARGET static void UPD_NAME(int kind, int nesterov, UPD_T *restrict p,
             sq[0] += (double)p[i] * (double)p[i];
     }
 /* the body for element index I: reads and writes only element I */
-#define UPD_SGD_PLAIN(I, L)                                                                    \
+#define UPD_SGD_PLAIN(I, L, GR)                                                                \
     {                                                                                          \
-        UPD_T x = p[I] - lr * (g[I] + decay * p[I]);                                           \
+        UPD_T x = p[I] - lr * (GR(I) + decay * p[I]);                                          \
         p[I] = x;                                                                              \
         chk[L] += x - x;                                                                       \
     }
-#define UPD_SGD_NESTEROV(I, L)                                                                 \
+#define UPD_SGD_NESTEROV(I, L, GR)                                                             \
     {                                                                                          \
-        UPD_T gi = g[I] + decay * p[I];                                                        \
+        UPD_T gi = GR(I) + decay * p[I];                                                       \
         UPD_T v = mu * s1[I] - lr * gi;                                                        \
         UPD_T x = p[I] + (mu * v - lr * gi);                                                   \
         s1[I] = v;                                                                             \
         p[I] = x;                                                                              \
         chk[L] += x - x;                                                                       \
     }
-#define UPD_SGD_MOMENTUM(I, L)                                                                 \
+#define UPD_SGD_MOMENTUM(I, L, GR)                                                             \
     {                                                                                          \
-        UPD_T gi = g[I] + decay * p[I];                                                        \
+        UPD_T gi = GR(I) + decay * p[I];                                                       \
         UPD_T v = mu * s1[I] - lr * gi;                                                        \
         UPD_T x = p[I] + v;                                                                    \
         s1[I] = v;                                                                             \
         p[I] = x;                                                                              \
         chk[L] += x - x;                                                                       \
     }
-#define UPD_ADAM(I, L)                                                                         \
+#define UPD_ADAM(I, L, GR)                                                                     \
     {                                                                                          \
-        UPD_T gi = g[I] + decay * p[I];                                                        \
+        UPD_T gi = GR(I) + decay * p[I];                                                       \
         UPD_T m = b1 * s1[I] + (1 - b1) * gi;                                                  \
         UPD_T s = b2 * s2[I] + (1 - b2) * (gi * gi);                                           \
         UPD_T x = p[I] - lr * m / (UPD_SQRT(s) + eps);                                         \
@@ -81,21 +85,32 @@ UPD_TARGET static void UPD_NAME(int kind, int nesterov, UPD_T *restrict p,
         p[I] = x;                                                                              \
         chk[L] += (x - x) + (s - s);                                                           \
     }
-#define UPD_LOOP(BODY)                                                                         \
+#define UPD_LOOP(BODY, GR)                                                                     \
     for (i0 = 0; i0 < n_full; i0 += UPD_LANES)                                                 \
         for (l = 0; l < UPD_LANES; l++)                                                        \
-            BODY(i0 + l, l)                                                                    \
+            BODY(i0 + l, l, GR)                                                                \
     for (i = n_full; i < n; i++)                                                               \
-        BODY(i, 0)
-    if (kind == 1 && s1 == NULL) {
-        UPD_LOOP(UPD_SGD_PLAIN)
-    } else if (kind == 1 && nesterov) {
-        UPD_LOOP(UPD_SGD_NESTEROV)
-    } else if (kind == 1) {
-        UPD_LOOP(UPD_SGD_MOMENTUM)
-    } else {
-        UPD_LOOP(UPD_ADAM)
+        BODY(i, 0, GR)
+#define UPD_KINDS(GR)                                                                          \
+    if (kind == 1 && s1 == NULL) {                                                             \
+        UPD_LOOP(UPD_SGD_PLAIN, GR)                                                            \
+    } else if (kind == 1 && nesterov) {                                                        \
+        UPD_LOOP(UPD_SGD_NESTEROV, GR)                                                         \
+    } else if (kind == 1) {                                                                    \
+        UPD_LOOP(UPD_SGD_MOMENTUM, GR)                                                         \
+    } else {                                                                                   \
+        UPD_LOOP(UPD_ADAM, GR)                                                                 \
     }
+#define UPD_ONE(I) (g[I])
+#define UPD_SUM(I) (g[I] + g2[I])
+    if (g2 == NULL) {
+        UPD_KINDS(UPD_ONE)
+    } else {
+        UPD_KINDS(UPD_SUM)
+    }
+#undef UPD_ONE
+#undef UPD_SUM
+#undef UPD_KINDS
 #undef UPD_LOOP
 #undef UPD_SGD_PLAIN
 #undef UPD_SGD_NESTEROV
