@@ -15,8 +15,8 @@
 from cython cimport floating
 from cython.parallel cimport prange
 
-from _activations cimport (ACT_SOFTMAX, activate_row, scale_by_derivative_row, softmax_row,
-                          softmax_rows)
+from _activations cimport (ACT_IDENTITY, ACT_SOFTMAX, activate_row, scale_by_derivative_row,
+                          softmax_row, softmax_rows)
 from _gemm cimport (gemm, gemm_team, gemm_scratch_size, EPI_STORE, EPI_FORWARD, EPI_SGD,
                    EPI_DERIV, EPI_FORWARD_ACT)
 from _team cimport Team, team_barrier, team_share
@@ -165,11 +165,14 @@ cdef inline void dense_forward(floating* Z, floating* A_out,
     if Z == A_out:
         gemm(A_out, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
              EPI_FORWARD_ACT, NULL, b, NULL, NULL, act, 0, n_threads)
-        return
-    gemm(Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
-         EPI_FORWARD, A_out, b, NULL, NULL, act, 0, n_threads)
-    if act == ACT_SOFTMAX:
+    elif act == ACT_SOFTMAX:
+        # the logits Z = acc + b from the registers (a full tile), then the row pass
+        gemm(Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
+             EPI_FORWARD_ACT, NULL, b, NULL, NULL, ACT_IDENTITY, 0, n_threads)
         softmax_rows(A_out, Z, B, N)
+    else:
+        gemm(Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
+             EPI_FORWARD, A_out, b, NULL, NULL, act, 0, n_threads)
 
 
 cdef inline void bias_gradient_block(floating* db, const floating* dZ, Py_ssize_t B,
@@ -312,8 +315,12 @@ cdef inline void dense_forward_team(Team* team, floating* Z, floating* A_out,
         gemm_team(team, A_out, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
                   EPI_FORWARD_ACT, NULL, b, NULL, NULL, act, 0, True)
         return
-    gemm_team(team, Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
-              EPI_FORWARD, A_out, b, NULL, NULL, act, 0, True)
+    if act == ACT_SOFTMAX:
+        gemm_team(team, Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
+                  EPI_FORWARD_ACT, NULL, b, NULL, NULL, ACT_IDENTITY, 0, True)
+    else:
+        gemm_team(team, Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
+                  EPI_FORWARD, A_out, b, NULL, NULL, act, 0, True)
     if act == ACT_SOFTMAX:
         team_share(team, B, &lo, &hi)
         softmax_rows(A_out + lo * N, Z + lo * N, hi - lo, N)

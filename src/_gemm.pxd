@@ -83,7 +83,8 @@ cdef enum:
                         # C2, if not NULL, is set to 1 when a new value is not finite
     EPI_DERIV_T = 3     # C^T = acc * f'_act(Z^T, A^T): C, Z, A are N x M (transposed)
     EPI_DERIV = 4       # C = acc * f'_act(Z, A): C, Z, A are M x N, leading dimension ldc
-    EPI_FORWARD_ACT = 5 # C = f_act(acc + bias), for a layer that keeps no Z (not softmax)
+    EPI_FORWARD_ACT = 5 # C = f_act(acc + bias): a layer that keeps no Z, or the logits of
+                        # a softmax layer (act identity; the softmax is a row pass after)
 
 # Each thread gets at least this many multiply-adds, so a product of M*N*R multiply-adds
 # runs on at most M*N*R / GEMM_MACS_PER_THREAD threads: about 10-30 us of work per thread,
@@ -201,7 +202,8 @@ cdef inline void tile_epilogue(floating* tile, Py_ssize_t nr_full,
             for j in range(nr):
                 c[j] = t[j] + bias[n0 + j]
             if kind == EPI_FORWARD_ACT:
-                activate_row(c, c, nr, act)     # in place: element by element
+                if act != ACT_IDENTITY:
+                    activate_row(c, c, nr, act)     # in place: element by element
             elif act != ACT_SOFTMAX:
                 activate_row(C2 + (m0 + i) * ldc + n0, c, nr, act)
 
