@@ -133,43 +133,15 @@ cdef inline void softmax_row(floating* a, const floating* z, Py_ssize_t n) noexc
         a[j] = <floating>(a[j] / s)
 
 
-cdef enum:
-    SOFTMAX_BLOCK_ROWS = 8      # rows softmax_block takes at once
-    SOFTMAX_BLOCK_MAX_N = 16    # ... when they have at most this many columns
-
-
-cdef inline void softmax_block(float* a, const float* z, Py_ssize_t n) noexcept nogil:
-    """softmax_row of SOFTMAX_BLOCK_ROWS rows of n <= SOFTMAX_BLOCK_MAX_N values: for each
-    row the same arithmetic in the same order (the same bits), worked on as columns, so
-    that every inner loop runs over the block's rows with a constant length and the
-    compiler makes vector code of the exponentials, the double sums, the divisions and
-    the maxima (a select, not softmax_row's branch, which random logits mispredict). Row
-    by row a 10-class row is too short for that. Measured: the softmax of a 100-row half
-    batch of digits (64-128-64-10) 4.7 us against 5.7 (medians of 60 alternating runs of
-    the two builds in one process), the same outputs bit for bit."""
-    cdef float t[SOFTMAX_BLOCK_MAX_N][SOFTMAX_BLOCK_ROWS]
-    cdef float m[SOFTMAX_BLOCK_ROWS]
-    cdef double s[SOFTMAX_BLOCK_ROWS]
-    cdef Py_ssize_t j, r
-    for r in range(SOFTMAX_BLOCK_ROWS):
-        for j in range(n):
-            t[j][r] = z[r * n + j]
-    for r in range(SOFTMAX_BLOCK_ROWS):
-        m[r] = t[0][r]
-    for j in range(1, n):
-        for r in range(SOFTMAX_BLOCK_ROWS):
-            m[r] = t[j][r] if t[j][r] > m[r] else m[r]
-    for j in range(n):
-        for r in range(SOFTMAX_BLOCK_ROWS):
-            t[j][r] = fastbp_expf_nonpos(t[j][r] - m[r])
-    for r in range(SOFTMAX_BLOCK_ROWS):
-        s[r] = 0
-    for j in range(n):
-        for r in range(SOFTMAX_BLOCK_ROWS):
-            s[r] += t[j][r]
-    for j in range(n):
-        for r in range(SOFTMAX_BLOCK_ROWS):
-            a[r * n + j] = <float>(t[j][r] / s[r])
+cdef extern from "softmax.h" nogil:
+    enum:
+        SOFTMAX_BLOCK_ROWS "FASTBP_SOFTMAX_BLOCK_ROWS"      # rows a block takes at once
+        SOFTMAX_BLOCK_MAX_N "FASTBP_SOFTMAX_BLOCK_MAX_N"    # ... of at most this many columns
+    # softmax_row of SOFTMAX_BLOCK_ROWS rows, bit for bit, as vector code of the active
+    # SIMD target (src/softmax.h). Row by row a 10-class row is too short for that: the
+    # softmax of a 100-row half batch of digits (64-128-64-10) had taken 5.7 us row by row
+    # and 4.7 us in baseline blocks (medians of 60 alternating runs of the two builds).
+    void softmax_block "fastbp_softmax_block"(float* a, const float* z, Py_ssize_t n)
 
 
 cdef inline void softmax_rows(floating* a, const floating* z, Py_ssize_t B,

@@ -637,10 +637,10 @@ def test_softmax_expf_edges():
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("N", [1, 2, 7, 10, 16, 17])
-def test_softmax_blocks_equal_the_row_by_row_twin(dtype, N):
-    # the forward pass takes narrow float32 rows eight at a time, as columns
-    # (src/_activations.pxd's softmax_block); each row must come out as softmax_row makes
-    # it, bit for bit, with whole blocks, a partial block after them, and rows with ties,
+def test_softmax_blocks_equal_the_row_by_row_twin(target, dtype, N):
+    # the forward pass takes narrow float32 rows eight at a time, as columns, in vector
+    # code of each SIMD target (src/softmax.h); each row must come out as softmax_row
+    # makes it, bit for bit, with whole blocks, a partial block after them, and rows with ties,
     # huge and tiny logits, -inf, +inf and NaN (float64 rows always go one by one)
     from fastbp import _kernels
     rng = np.random.default_rng(N)
