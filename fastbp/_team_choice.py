@@ -19,7 +19,8 @@ in the order team, one, one, team, compares the faster epoch of each way (a sing
 stalled epoch, which the guest showed at times, then does not decide; the sums had),
 keeps the team only if it was at least TEAM_MARGIN faster (a barely faster
 team holds a second core for nothing), and probes again every RECHECK_EPOCHS epochs, for
-a machine whose load changes. An epoch that the team itself moved to one thread (see
+a machine whose load changes. Networks of one shape that train within SHARE_S of each
+other share one TeamChoice (fastbp.sklearn's fits, one after another). An epoch that the team itself moved to one thread (see
 below) counts as a team epoch: a team that does that is not worth keeping. Steps of
 LONG_STEP_S or more (in the untimed epoch and the first timed one) are not probed at all:
 what a team costs is a few hundred microseconds a step at worst, and probing epochs that
@@ -29,6 +30,7 @@ acts within an epoch.
 """
 
 import sys
+import time
 
 # The tests of the team turn this off to run every epoch on the team.
 ENABLED = True
@@ -41,6 +43,17 @@ TEAM_MARGIN = 0.05
 # A probe's two one-thread epochs cost what the team saves in them: on the 2-vCPU guest
 # 2.6 ms of a 0.13 s digits fit (81 epochs), which at 64 probed twice.
 RECHECK_EPOCHS = 128
+# Networks of one shape (layer sizes, activations, loss, dtype), batch size and thread
+# count share one choice while they train within SHARE_S of each other: fastbp.sklearn
+# makes a new network for each fit, and GridSearchCV, cross-validation and repeated fits
+# train the same shape again and again. The probe's two one-thread epochs had cost every
+# such fit 2-4% (a digits fit on the 2-vCPU guest: 2.0-3.7 ms each, the team's epochs
+# 1.15-1.5 ms). The shared choice goes on counting epochs, so it probes again every
+# RECHECK_EPOCHS epochs of that shape, across fits; one unused for longer than SHARE_S
+# starts over (the guest's states lasted minutes to hours).
+SHARE_S = 5.0
+MAX_SHARED = 16
+_shared = {}    # (shape, batch size, threads) -> TeamChoice
 
 
 class TeamChoice:
@@ -55,6 +68,7 @@ class TeamChoice:
         self._use_team = True
         self._recheck = True
         self._since_probe = 0
+        self.last_used = time.monotonic()
 
     def use_team(self):
         if self._warm_up:
@@ -66,6 +80,7 @@ class TeamChoice:
     def record(self, used_team, seconds, rows, steps):
         """The time of an epoch of `rows` rows in `steps` steps that ran as use_team()
         said."""
+        self.last_used = time.monotonic()
         long_steps = seconds >= LONG_STEP_S * steps
         if self._warm_up:
             self._warm_up = False
@@ -112,10 +127,20 @@ class TeamChoice:
         return self._warm_up or bool(self._plan)
 
 
-def choice_for(choices, key):
-    """The TeamChoice of `choices` (a network's dict) for key = (batch size, threads), made
-    when new; the dict is emptied first when it holds MAX_CHOICES already (partial_fit with
-    ever new chunk sizes)."""
+def choice_for(choices, key, shape):
+    """The TeamChoice for key = (batch size, threads) of a network of this shape (a
+    hashable of its sizes, activations, loss and dtype): the one networks of the shape
+    share (see SHARE_S), made when there is none or it was last used more than SHARE_S
+    ago, and kept in `choices` (the network's dict, which is emptied first when it holds
+    MAX_CHOICES already: partial_fit with ever new chunk sizes)."""
+    now = time.monotonic()
+    shared_key = (shape, key)
+    choice = _shared.get(shared_key)
+    if choice is None or now - choice.last_used > SHARE_S:
+        if choice is None and len(_shared) >= MAX_SHARED:
+            del _shared[min(_shared, key=lambda k: _shared[k].last_used)]
+        choice = _shared[shared_key] = TeamChoice()
     if key not in choices and len(choices) >= MAX_CHOICES:
         choices.clear()
-    return choices.setdefault(key, TeamChoice())
+    choices[key] = choice
+    return choice

@@ -301,11 +301,13 @@ class Network:
         steps_done = np.zeros(1, dtype=np.int64)    # kept current by the compiled loop
         checked_lr = [opt.lr, lr]
         # With a team for these sizes, whether an epoch uses it or one thread is timed
-        # (fastbp/_team_choice.py); the choice lasts as long as the network, over fit's
-        # epochs and fastbp.sklearn's.
+        # (fastbp/_team_choice.py); the choice is shared by the networks of this shape
+        # that train within a few seconds of each other, over their fits' epochs.
         choice = None
         if _team_choice.ENABLED and nt >= 2 and _network.team_size(self._sizes, capacity, nt) >= 2:
-            choice = _team_choice.choice_for(self._team_choices, (capacity, nt))
+            shape = (tuple(self.layer_sizes), tuple(self._acts.tolist()), self._loss_code,
+                     np.dtype(self.dtype).str)
+            choice = _team_choice.choice_for(self._team_choices, (capacity, nt), shape)
 
         def current_lr():
             if opt.lr != checked_lr[0]:

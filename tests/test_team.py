@@ -478,6 +478,58 @@ def test_timed_choice_runs_epochs_both_ways_and_changes_no_bit(dtype, monkeypatc
     assert calls[5:] == [2 if choice.use_team() else 1] * 3
 
 
+def test_timed_choice_is_shared_by_networks_of_one_shape(monkeypatch):
+    # a second network of the same shape, batch size and threads (fastbp.sklearn's next
+    # fit) goes on with the first one's choice instead of probing again; another shape,
+    # or one trained after SHARE_S without that shape, probes for itself
+    _require_threads()
+    from fastbp import _team_choice
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((403, 64)).astype(np.float32)
+    y = rng.integers(0, 10, 403)
+    monkeypatch.setattr(_team_choice, "ENABLED", True)
+    monkeypatch.setattr(_team_choice, "LONG_STEP_S", float("inf"))
+    calls = _threads_of_each_epoch(monkeypatch)
+    first = _run([64, 128, 64, 10], "relu", "cross_entropy", np.float32, 2, "adam", X, y,
+                 200, epochs=6)
+    assert calls[:5] == [2, 2, 1, 1, 2]
+    choice, = first[0]._team_choices.values()
+    assert not choice.probing
+    verdict = 2 if choice.use_team() else 1
+    del calls[:]
+    second = _run([64, 128, 64, 10], "relu", "cross_entropy", np.float32, 2, "adam", X, y,
+                  200, epochs=6)
+    assert second[0]._team_choices[(200, 2)] is choice
+    assert calls == [verdict] * 6
+    # the shared choice counts the epochs of both: its next probe comes RECHECK_EPOCHS
+    # after the first network's
+    assert choice.steady_epochs() == _team_choice.RECHECK_EPOCHS - 7
+    del calls[:]
+    other = _run([64, 128, 64, 10], "relu", "cross_entropy", np.float64, 2, "adam",
+                 X.astype(np.float64), y, 200, epochs=6)
+    assert other[0]._team_choices[(200, 2)] is not choice
+    assert calls[:5] == [2, 2, 1, 1, 2]
+    del calls[:]
+    choice.last_used -= _team_choice.SHARE_S + 1        # unused for too long
+    late = _run([64, 128, 64, 10], "relu", "cross_entropy", np.float32, 2, "adam", X, y,
+                200, epochs=6)
+    assert late[0]._team_choices[(200, 2)] is not choice
+    assert calls[:5] == [2, 2, 1, 1, 2]
+    # the runs share choices only, never a bit of their results
+    _assert_same(first, second)
+
+
+def test_shared_timed_choices_are_bounded():
+    from fastbp import _team_choice
+    shapes = [((4, n, 2), (1, 6), 0, "<f4") for n in range(3 * _team_choice.MAX_SHARED)]
+    for shape in shapes:
+        _team_choice.choice_for({}, (32, 2), shape)
+        assert len(_team_choice._shared) <= _team_choice.MAX_SHARED
+    # the least recently used went first
+    assert ((shapes[-1], (32, 2)) in _team_choice._shared
+            and (shapes[0], (32, 2)) not in _team_choice._shared)
+
+
 def test_timed_choices_kept_per_network_are_bounded(monkeypatch):
     _require_threads()
     from fastbp import _team_choice
