@@ -56,7 +56,8 @@ MK_TARGET static void MK_NAME(ptrdiff_t kc, const MK_T *restrict A, ptrdiff_t a_
 /* The full tile at C (row stride ldc), with
  *   kind FASTBP_EPI_STORE:    C = acc
  *   kind FASTBP_EPI_FORWARD:  C = acc + V (V: the bias, NR values);  C2 = f_act(C)
- *   kind FASTBP_EPI_FORWARD_ACT:  C = f_act(acc + V)  (a layer that keeps no Z)
+ *   kind FASTBP_EPI_FORWARD_ACT:  C = f_act(acc + V)  (a layer that keeps no Z, or a
+ *                             softmax layer's logits with act identity)
  *   kind FASTBP_EPI_DERIV:    C = acc * f'_act(V)  (V: Z, row stride ldc)
  *   kind FASTBP_EPI_SGD:      C -= lr * acc; *C2 = 1 when a new value is not finite
  *                             (only where FASTBP_REGISTER_SGD)
