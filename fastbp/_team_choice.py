@@ -13,20 +13,20 @@ in others, and at times a second core gained nothing at all. No size rule fits a
 that, so the runner measures.
 
 The results are the same bits whichever way an epoch runs (SPEC: identical for every
-n_threads), so the choice can only change the speed. A TeamChoice lets the first epoch run
-untimed on the team (it pays for cold caches and the threads' start), times the next four
-in the order team, one, one, team, compares the faster epoch of each way (a single
+n_threads), so the choice can only change the speed. A TeamChoice lets the first epoch
+run untimed on the team (it pays for cold caches and the threads' start), times the next
+four in the order team, one, one, team, compares the faster epoch of each way (a single
 stalled epoch, which the guest showed at times, then does not decide; the sums had),
-keeps the team only if it was at least TEAM_MARGIN faster (a barely faster
-team holds a second core for nothing), and probes again every RECHECK_EPOCHS epochs, for
-a machine whose load changes. Networks of one shape that train within SHARE_S of each
-other share one TeamChoice (fastbp.sklearn's fits, one after another). An epoch that the team itself moved to one thread (see
-below) counts as a team epoch: a team that does that is not worth keeping. Steps of
-LONG_STEP_S or more (in the untimed epoch and the first timed one) are not probed at all:
-what a team costs is a few hundred microseconds a step at worst, and probing epochs that
-long (784-512-512-10 at batch 128 takes 10 ms a step on one core) would cost seconds. On
-a busy machine the team's own fallback (TEAM_MAX_YIELDING in src/_network.pyx) still
-acts within an epoch.
+keeps the team only if it was at least TEAM_MARGIN faster (a barely faster team holds a
+second core for nothing), and probes again every RECHECK_EPOCHS epochs, for a machine
+whose load changes. Networks of one shape that train within SHARE_S of each other share
+one TeamChoice (fastbp.sklearn's fits, one after another). An epoch that the team itself
+moved to one thread (see below) counts as a team epoch: a team that does that is not
+worth keeping. Steps of LONG_STEP_S or more (in the untimed epoch and the first timed
+one) are not probed at all: what a team costs is a few hundred microseconds a step at
+worst, and probing epochs that long (784-512-512-10 at batch 128 takes 10 ms a step on
+one core) would cost seconds. On a busy machine the team's own fallback
+(TEAM_MAX_YIELDING in src/_network.pyx) still acts within an epoch.
 """
 
 import sys
@@ -47,7 +47,7 @@ RECHECK_EPOCHS = 128
 # count share one choice while they train within SHARE_S of each other: fastbp.sklearn
 # makes a new network for each fit, and GridSearchCV, cross-validation and repeated fits
 # train the same shape again and again. The probe's two one-thread epochs had cost every
-# such fit 2-4% (a digits fit on the 2-vCPU guest: 2.0-3.7 ms each, the team's epochs
+# such fit 2-4% (a digits fit on the 2-vCPU guest: 1.8-3.7 ms each, the team's epochs
 # 1.15-1.5 ms). The shared choice goes on counting epochs, so it probes again every
 # RECHECK_EPOCHS epochs of that shape, across fits; one unused for longer than SHARE_S
 # starts over (the guest's states lasted minutes to hours).

@@ -120,8 +120,8 @@ cdef inline bint keeps_z(Py_ssize_t l, Py_ssize_t L, int act) noexcept nogil:
     # every other hidden activation f'(z) is a function of a = f(z) (relu and leaky_relu:
     # z > 0 exactly when a > 0, NaN included; sigmoid, tanh: from a; identity: 1), so the
     # layer's z_off is its a_off, the forward pass writes only A_l, and the input gradient
-    # reads A_l where it would read Z_l. Writing Z_l as well had cost 3-4% of a digits
-    # epoch (64-128-64-10, in-process A/B, both load orders): 51 KB more stores a batch half.
+    # reads A_l where it would read Z_l. Writing Z_l as well had cost 1.3-4% of a digits
+    # epoch (64-128-64-10, in-process A/Bs, both load orders): 51 KB more stores a half.
     return l == L - 1 or act == ACT_GELU
 
 
@@ -386,8 +386,9 @@ cdef double update_halves(const Plan* p, floating* params, floating* grads,
     # The optimizer step of a batch computed in halves, over every chunk of the network
     # (a layer's weight chunks, then its bias chunks; the penalty on the weights only):
     # each chunk's gradient is the halves' sum, taken within the chunk's step
-    # (update_chunk_sum, sgd_chunk; grads keeps the first half's). team NULL: this thread does every chunk; otherwise chunks go to whichever
-    # thread of the team asks first, and all threads return the same value and *bad.
+    # (update_chunk_sum, sgd_chunk; grads keeps the first half's). team NULL: this thread
+    # does every chunk; otherwise chunks go to whichever thread of the team asks first,
+    # and all threads return the same value and *bad.
     # Returns sum W^2 before the step, summed as loss_and_gradient's per-layer
     # update_block calls sum it (layer L-1 first, each layer's chunks in order).
     # hs (NULL: none): the halves' progress (see half_gradient), for a thread that comes
@@ -918,8 +919,8 @@ def loss_gradients_step(floating[::1] params, floating[::1] grads, floating[::1]
                         bint want_grad, double lr, int n_threads):
     """Loss of (X, labels or Y), a weighted mean when weights is not empty. With want_grad and lr == 0 the gradients go into grads;
     with want_grad and lr > 0 one SGD step is taken on params instead (grads is then
-    scratch space: the bias gradients, or a half batch's gradients). Returns (loss before the step, bad): bad when the step made
-    a parameter non-finite."""
+    scratch space: the bias gradients, or a half batch's gradients). Returns (loss before
+    the step, bad): bad when the step made a parameter non-finite."""
     cdef Plan p
     cdef Py_ssize_t B = X.shape[0]
     cdef double value, penalty
