@@ -283,6 +283,17 @@ cdef inline void half_weight_gradient(const Plan* p, floating* G, floating* work
                     work + p.dz_off[l % 2] + lo * p.widest, hi - lo, K, N, 1, scratch)
 
 
+cdef inline void claimed_weight_gradient(const Plan* p, floating* G, floating* work,
+                                         floating* scratch, const floating* X,
+                                         Py_ssize_t lo, Py_ssize_t hi, Py_ssize_t l,
+                                         HalvesSync* hs, int h, long long base) noexcept nogil:
+    # half_weight_gradient of layer l of half h (rows [lo, hi)) if this thread is the
+    # first of the two to claim it in this step, then published as done
+    if fastbp_team_claim(hs.claimed + p.n_layers * h + l, base + 1):
+        half_weight_gradient(p, G, work, scratch, X, lo, hi, l)
+        fastbp_team_publish(hs.done + p.n_layers * h + l, base + 1)
+
+
 cdef void half_gradient(const Plan* p, const floating* params, floating* G,
                         floating* work, floating* scratch, const floating* X,
                         const int64_t* labels, const floating* Y, const floating* w,
@@ -331,9 +342,8 @@ cdef void half_gradient(const Plan* p, const floating* params, floating* G,
                 fastbp_team_publish(hs.ready + PROGRESS_APART * h, base + 1 + (L - l))
         if hs == NULL:
             half_weight_gradient(p, G, work, scratch, X, lo, hi, l)
-        elif fastbp_team_claim(hs.claimed + L * h + l, base + 1):
-            half_weight_gradient(p, G, work, scratch, X, lo, hi, l)
-            fastbp_team_publish(hs.done + L * h + l, base + 1)
+        else:
+            claimed_weight_gradient(p, G, work, scratch, X, lo, hi, l, hs, h, base)
 
 
 cdef void steal_weight_gradients(const Plan* p, floating* G, floating* work,
@@ -348,9 +358,7 @@ cdef void steal_weight_gradients(const Plan* p, floating* G, floating* work,
     cdef Py_ssize_t L = p.n_layers, l
     for l in range(L - 1, -1, -1):
         fastbp_team_wait_for(hs.sync, hs.ready + PROGRESS_APART * h, base + 1 + (L - 1 - l))
-        if fastbp_team_claim(hs.claimed + L * h + l, base + 1):
-            half_weight_gradient(p, G, work, scratch, X, lo, hi, l)
-            fastbp_team_publish(hs.done + L * h + l, base + 1)
+        claimed_weight_gradient(p, G, work, scratch, X, lo, hi, l, hs, h, base)
 
 
 cdef inline void add_into(floating* g, const floating* g2, Py_ssize_t n) noexcept nogil:
