@@ -87,15 +87,6 @@ def fit_fastbp(sizes, X, y, batch_size, dtype, n_threads, seed):
     def run():
         net.fit(X, y, epochs=1, batch_size=batch_size, lr=LR)
 
-    def warm_up():
-        # A network's first epochs time its team of threads against one thread
-        # (fastbp/_team_choice.py); they run here, untimed, so that the timed runs all
-        # train the way that was chosen.
-        run()
-        while any(choice.probing for choice in net._team_choices.values()):
-            run()
-
-    run.warm_up = warm_up
     return run
 
 

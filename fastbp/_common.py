@@ -93,6 +93,12 @@ def batch_slices(n_samples, batch_size):
     return [(s, min(s + batch_size, n_samples)) for s in range(0, n_samples, batch_size)]
 
 
+class DivergedError(ValueError):
+    """Training diverged: a batch's loss, or a parameter after a step, is not finite. The
+    network holds the parameters of the last finite step. A ValueError, so code that
+    catches bad input keeps catching it."""
+
+
 def raise_diverged(net, where, lr, parameters=False):
     """The error fit, train_epoch and train_step raise when training diverges: the loss
     is not finite before a step, or (parameters=True) a step made a parameter or an
@@ -104,6 +110,6 @@ def raise_diverged(net, where, lr, parameters=False):
     finite = all(np.isfinite(p).all() for p in net.weights + net.biases)
     state = ("the network holds the parameters of the last finite step" if finite else
              "the parameters already held non-finite values")
-    raise ValueError(
+    raise DivergedError(
         f"training diverged: {what}; {state}. "
         f"Try a smaller learning rate (lr={lr:g}) or scale the inputs.")

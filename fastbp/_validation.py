@@ -103,18 +103,52 @@ def cpu_count():
         return max(1, os.cpu_count() or 1)
 
 
+_MAX_THREADS = 1 << 16     # far above any machine's cores; keeps C's int from overflowing
+
+
 def check_n_threads(n_threads):
     """None or a non-zero int (the request, before it is resolved against the machine)."""
     if n_threads is not None:
         if isinstance(n_threads, (bool, np.bool_)) or not isinstance(n_threads, numbers.Integral):
             raise TypeError(f"n_threads must be None or a non-zero int; got {n_threads!r}")
-        if n_threads == 0:
-            raise ValueError("n_threads must be None or a non-zero int; got 0")
+        if n_threads == 0 or abs(n_threads) > _MAX_THREADS:
+            raise ValueError(f"n_threads must be None or a non-zero int of at most "
+                             f"{_MAX_THREADS} in size; got {n_threads}")
         return int(n_threads)
     return None
 
 
+# libgomp cannot run a parallel region in a child made by fork after the parent ran one:
+# the child has none of the parent's worker threads, and the region waits for them
+# forever. A child forked after fastbp used threads therefore runs on one thread. (This
+# records a fact about the process's OpenMP runtime, not a choice: nothing else reads it.)
+_threads_used = False
+_forked_after_threads = False
+
+
+def _note_fork_in_child():
+    global _forked_after_threads
+    if _threads_used:
+        _forked_after_threads = True
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_note_fork_in_child)
+
+
 def effective_n_threads(n_threads, openmp=True, omp_max_threads=None):
+    """Threads to use now: see _resolve_n_threads; 1 in a child forked after this process
+    used threads (libgomp cannot run parallel regions there)."""
+    global _threads_used
+    resolved = _resolve_n_threads(n_threads, openmp, omp_max_threads)
+    if _forked_after_threads:
+        return 1
+    if resolved > 1:
+        _threads_used = True
+    return resolved
+
+
+def _resolve_n_threads(n_threads, openmp=True, omp_max_threads=None):
     """Threads to use now (scikit-learn's rule): None follows OMP_NUM_THREADS when it is
     set, else OpenMP's current maximum (which threadpoolctl's limits change) capped at the
     usable cores; a positive int caps; -1 means all cores, -2 all but one, ...; 0 is an

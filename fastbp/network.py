@@ -6,6 +6,7 @@ mirror buffer (self._grads). fit() allocates its workspace once and hands each w
 to compiled code that runs without the GIL.
 """
 
+import copy
 import functools
 import threading
 import sys
@@ -13,8 +14,9 @@ import time
 
 import numpy as np
 
-from . import _io, _network, _team_choice, _training
-from ._common import ACTIVATIONS, LOSSES, check_init, fill_initial_parameters, raise_diverged
+from . import _io, _network, _training
+from ._common import (ACTIVATIONS, LOSSES, DivergedError, check_init, fill_initial_parameters,
+                      raise_diverged)
 from ._training import Data, EpochStats
 from ._validation import (
     check_activations,
@@ -35,7 +37,6 @@ from ._runtime import build_info, omp_max_threads
 
 _OPENMP = build_info()["openmp"]
 
-_ACT_SOFTMAX = 6  # src/_activations.pxd ACT_SOFTMAX
 _FORWARD_CHUNK_ROWS = 8192  # forward() works through large inputs in slices of this many rows
 _WORK_CACHE_BYTES = 8 << 20  # workspaces up to this size are kept between calls
 
@@ -111,9 +112,8 @@ class Network:
         self.optimizer_ = None
         self._lock = threading.RLock()
         self._work_cache = None
-        self._team_choices = {}
 
-        out_code = _ACT_SOFTMAX if self.output_activation == "softmax" else ACTIVATIONS[self.output_activation]
+        out_code = _network.ACTIVATION_SOFTMAX if self.output_activation == "softmax" else ACTIVATIONS[self.output_activation]
         self._sizes = np.array(self.layer_sizes, dtype=np.intp)
         self._acts = np.array([ACTIVATIONS[a] for a in self.activation] + [out_code], dtype=np.intc)
         self._loss_code = LOSSES[self.loss_name][0]
@@ -128,19 +128,23 @@ class Network:
         fill_initial_parameters(self._rng, self.weights, self.init)  # biases start at zero
 
     def __getstate__(self):
-        """Pickling keeps the configuration, parameters, generator state and training
-        record; the lock and the gradient buffer are made anew."""
-        state = {k: v for k, v in self.__dict__.items()
-                 if k not in ("_lock", "_grads", "weights", "biases", "_work_cache",
-                              "_team_choices")}
-        state["_params"] = self._params.copy()
-        return state
+        """Pickling (and copy, deepcopy) keeps the configuration, parameters, generator
+        state and training record, taken under the network's lock so that a snapshot
+        during another thread's fit holds one step's parameters; the lock and the
+        gradient buffer are made anew."""
+        with self._lock:
+            state = {k: v for k, v in self.__dict__.items()
+                     if k not in ("_lock", "_grads", "weights", "biases", "_work_cache")}
+            state["_params"] = self._params.copy()
+            for key in ("_rng", "loss_curve_", "history", "optimizer_"):
+                if key in state:
+                    state[key] = copy.deepcopy(state[key])
+            return state
 
     def __setstate__(self, state):
         self.__dict__.update(state)
         self._lock = threading.RLock()
         self._work_cache = None
-        self._team_choices = {}
         self._grads = np.zeros_like(self._params)
         self.weights, self.biases = self._views(self._params)
 
@@ -178,22 +182,27 @@ class Network:
             Y = np.empty((0, self.layer_sizes[-1]), dtype=self.dtype)
         return X, labels, Y
 
-    def _work(self, capacity, n_threads, input_slot=False):
-        # An upper bound of make_plan's layout (src/_network.pyx), in Python ints, so that
+    def _check_plan_size(self, capacity, n_threads):
+        # An upper bound of make_plan's layout (src/_plan.pxd), in Python ints, so that
         # sizes too large for the machine's index type are an error before C sees them:
         # per batch row two slots per layer, two dZ slots, input and targets; GEMM scratch
-        # of (M + 8) R + 32 R per thread for the largest product of any layer; for a
-        # batch in halves a second gradient buffer and a second thread's scratch.
-        key = (capacity, n_threads, input_slot)
+        # of (M + 8) R + 32 R per thread for the largest product of any layer; and for up
+        # to MAX_PARTS row parts, a gradient buffer and a scratch slot each.
+        widest = max(self.layer_sizes)
+        scratch = (capacity + widest + 8) * widest + 32 * widest * max(capacity, widest)
+        bound = (capacity * (2 * sum(self.layer_sizes) + 3 * widest)
+                 + scratch * (n_threads + 1) + 16 * (scratch + self._params.size))
+        check_buffer_size(bound, self.dtype, "the workspace of this batch size")
+
+    def _work(self, capacity, n_threads, training):
+        """A workspace for _network.forward (training False) or loss_gradients_step."""
+        key = (capacity, n_threads, training)
         cached = self._work_cache
         if cached is not None and cached[0] == key:
             return cached[1]
-        widest = max(self.layer_sizes)
-        bound = (capacity * (2 * sum(self.layer_sizes) + 3 * widest)
-                 + (capacity + widest + 8) * widest + 32 * widest * max(capacity, widest) * (n_threads + 1)
-                 + self._params.size)
-        check_buffer_size(bound, self.dtype, "the workspace of this batch size")
-        _, size = _network.sizes_of(self._sizes, self._acts, capacity, input_slot, n_threads)
+        self._check_plan_size(capacity, n_threads)
+        _, size = _network.work_size(self._sizes, self._acts, capacity, False, training,
+                                     n_threads)
         work = np.empty(size, dtype=self.dtype)
         # Kept for the next call with the same sizes (every epoch of a fit, every step of
         # a loop of train_step): allocating it anew cost page faults each time. Only the
@@ -206,7 +215,7 @@ class Network:
     def _run(self, X, labels, Y, want_grad, lr, weights=None):
         """(loss, bad) of one call of the compiled step; see _network.loss_gradients_step."""
         nt = self.n_threads
-        work = self._work(X.shape[0], nt)
+        work = self._work(X.shape[0], nt, True)
         if weights is None:
             weights = np.empty(0, dtype=self.dtype)
         return _network.loss_gradients_step(
@@ -268,185 +277,11 @@ class Network:
         return run(order)
 
     def _epoch_runner(self, data, n, batch_size, opt, loss_scale=1.0, progress=None):
-        """run(order) -> EpochStats: _epoch over n rows of `data` in `order` (int64,
-        C-contiguous, n long), with everything that stays the same from one epoch to the
-        next prepared once, for loops of many short epochs (fastbp.sklearn's fit: on the
-        small data sets scikit-learn users train on, the per-epoch Python had been a fifth
-        of an epoch). opt.lr may change between calls (learning-rate schedules)."""
-        X, labels, Y = self._kernel_targets(data)
-        capacity = min(batch_size, n)
-        nt = self.n_threads
-        lr, state = self._bind_optimizer(opt)
-        empty = np.empty(0, dtype=self.dtype)
-        s1 = state[0] if len(state) > 0 else empty
-        s2 = state[1] if len(state) > 1 else empty
-        weights = data.weights if data.weights is not None else empty
-        work = self._work(capacity, nt, input_slot=True)
-        label_buf = np.empty(capacity, dtype=np.int64)
-        w_buf = np.empty(capacity if data.weights is not None else 0, dtype=self.dtype)
-        kind, momentum, nesterov, beta1, beta2, eps = opt._hyper()
-        # What a non-finite parameter after a step rolls back to: the epoch is replayed
-        # from its start up to the last good step (the kernels are deterministic). Plain
-        # SGD's steps are fused into the weight products and never touch the weight part
-        # of the gradient buffer, so the weights are saved there: no memory beyond the
-        # biases (not when batches are computed in halves, see _network.batch_parts: their
-        # steps need both halves' gradients stored). The copies go into buffers made once.
-        fused = (kind == 1 and not state and opt.l2 == 0
-                 and _network.batch_parts(self._sizes, capacity) == 1)
-        if fused:
-            saved_biases = [np.empty_like(b) for b in self.biases]
-        else:
-            saved_params = np.empty_like(self._params)
-            saved_state = tuple(np.empty_like(b) for b in state)
-        steps_done = np.zeros(1, dtype=np.int64)    # kept current by the compiled loop
-        checked_lr = [opt.lr, lr]
-        # With a team for these sizes, whether an epoch uses it or one thread is timed
-        # (fastbp/_team_choice.py); the choice is shared by the networks of this shape
-        # that train within a few seconds of each other, over their fits' epochs.
-        choice = None
-        if _team_choice.ENABLED and nt >= 2 and _network.team_size(self._sizes, capacity, nt) >= 2:
-            shape = (tuple(self.layer_sizes), tuple(self._acts.tolist()), self._loss_code,
-                     np.dtype(self.dtype).str)
-            choice = _team_choice.choice_for(self._team_choices, (capacity, nt), shape)
-
-        def current_lr():
-            if opt.lr != checked_lr[0]:
-                checked_lr[1] = check_lr(opt.lr, self.dtype)
-                checked_lr[0] = opt.lr
-            return checked_lr[1]
-
-        def restore(t_saved):
-            if fused:
-                for W, saved in zip(self.weights, self._views(self._grads)[0]):
-                    W[...] = saved
-                for b, saved in zip(self.biases, saved_biases):
-                    b[...] = saved
-            else:
-                self._params[...] = saved_params
-                for b, saved in zip(state, saved_state):
-                    b[...] = saved
-            opt.t = t_saved
-
-        def compiled(rows, lr, t_saved, team):
-            # the workspace, made for nt threads, holds what one thread needs
-            return _network.train_epoch(
-                self._params, self._grads, s1, s2, work, label_buf, w_buf, self._sizes,
-                self._acts, self._loss_code, data.X, labels, Y, weights, rows, capacity,
-                kind, lr, momentum, nesterov, beta1, beta2, eps, t_saved, loss_scale,
-                opt.l2, opt.l2_per_sample, nt if team else 1, steps_done, progress)
-
-        def replay_and_raise(order, lr, t_saved, team, done):
-            # a step made a parameter non-finite: back to the epoch's start, then its
-            # first `done` rows again (the kernels are deterministic), then the error
-            restore(t_saved)
-            steps = 0
-            if done:
-                steps = compiled(order[:done], lr, t_saved, team)[3]
-            opt.t = t_saved + steps
-            raise_diverged(self, f"batch {steps + 1} of this epoch", lr, parameters=True)
-
-        def run(order):
-            lr = current_lr()
-            t_saved = opt.t
-            if fused:
-                np.copyto(self._grads, self._params)
-                for b, saved in zip(self.biases, saved_biases):
-                    np.copyto(saved, b)
-            else:
-                np.copyto(saved_params, self._params)
-                for b, saved in zip(state, saved_state):
-                    np.copyto(saved, b)
-            team = choice is None or choice.use_team()
-            t0 = time.perf_counter()
-            try:
-                total, total_penalty, done, steps, status = compiled(order, lr, t_saved, team)
-                seconds = time.perf_counter() - t0
-                if status == 2:
-                    replay_and_raise(order, lr, t_saved, team, done)
-                opt.t = t_saved + steps
-            except BaseException:
-                # Ctrl-C (or an exception from a callback) between two steps: the
-                # parameters and the optimizer's buffers hold every completed step, and so
-                # must its step count (Adam's bias correction depends on it). An
-                # assignment, not an increment, so that it holds wherever in this block
-                # the exception came.
-                opt.t = t_saved + int(steps_done[0])
-                raise
-            if status == 1:
-                raise_diverged(self, f"batch {steps + 1} of this epoch", lr)
-            if choice is not None and done:
-                choice.record(team, seconds, done, steps)
-            return EpochStats((total + total_penalty) / done, total / loss_scale / done,
-                              total_penalty / done, done, seconds)
-
-        def steady_epochs():
-            # how many of the next epochs run_epochs may run in one call: none with plain
-            # SGD fused into the products (its rollback copy is another), none while the
-            # team choice times epochs, else until its next probe
-            if fused or n == 0:
-                return 0
-            return choice.steady_epochs() if choice is not None else sys.maxsize
-
-        def run_epochs(order, random_state, max_epochs, mse, tol, n_iter_no_change, rule,
-                       on_epochs):
-            """Up to max_epochs (<= steady_epochs(); at most _RUN_MAX_EPOCHS) epochs by
-            _network.train_epochs:
-            `order` (int64, C-contiguous, n long) shuffled in place before each with
-            random_state (a RandomState whose shuffle shuffle_like_random_state draws
-            exactly; None: not shuffled), scikit-learn's stopping rule applied to rule =
-            [best loss, epochs without improvement, 0, 0] (updated in place). Calls
-            on_epochs(losses), the completed epochs' losses as scikit-learn reports them,
-            before it returns or raises: a diverged epoch raises as run does, a
-            KeyboardInterrupt propagates with the steps taken counted in opt.t."""
-            lr = current_lr()
-            t_start = opt.t
-            team = choice is None or choice.use_team()
-            max_epochs = min(max_epochs, _RUN_MAX_EPOCHS)
-            record = np.zeros((max_epochs, 7))
-            if random_state is None:
-                capsule = lock = None
-            else:
-                capsule = random_state._bit_generator.capsule
-                lock = random_state._bit_generator.lock
-            rule[2:] = 0
-            try:
-                ran = _network.train_epochs(
-                    self._params, self._grads, s1, s2, work, label_buf, w_buf, self._sizes,
-                    self._acts, self._loss_code, data.X, labels, Y, weights, order, capacity,
-                    kind, lr, momentum, nesterov, beta1, beta2, eps, t_start, loss_scale,
-                    opt.l2, opt.l2_per_sample, nt if team else 1, steps_done, saved_params,
-                    *(tuple(saved_state) + (empty,) * (2 - len(saved_state))),
-                    capsule, lock, max_epochs, mse, tol, n_iter_no_change, rule, record)
-            except BaseException:
-                completed = int(rule[2])
-                opt.t = t_start + int(rule[3]) + int(steps_done[0])
-                on_epochs(record[:completed, 6].tolist())
-                raise
-            completed = int(rule[2])
-            opt.t = t_start + int(rule[3])
-            if choice is not None:
-                for e in range(ran):
-                    if record[e, 2] > 0:
-                        choice.record(team, record[e, 5], int(record[e, 2]),
-                                      int(record[e, 3]))
-            on_epochs(record[:completed, 6].tolist())
-            status = int(record[ran - 1, 4])
-            if status != 0:
-                # the failed epoch is the last: order holds its rows, the saved buffers
-                # its start
-                done, steps = int(record[ran - 1, 2]), int(record[ran - 1, 3])
-                if status == 2:
-                    try:
-                        replay_and_raise(order, lr, opt.t, team, done)
-                    except BaseException:
-                        opt.t = t_start + int(rule[3]) + int(steps_done[0])
-                        raise
-                opt.t += steps      # the steps before the batch whose loss is not finite
-                raise_diverged(self, f"batch {steps + 1} of this epoch", lr)
-
-        run.steady_epochs = steady_epochs
-        run.run_epochs = run_epochs
-        return run
+        """An EpochRunner for n rows of `data` (order of n rows, int64, C-contiguous),
+        with everything that stays the same from one epoch to the next prepared once, for
+        loops of many short epochs (fastbp.sklearn's fit). opt.lr may change between
+        calls (learning-rate schedules)."""
+        return EpochRunner(self, data, n, batch_size, opt, loss_scale, progress)
 
     # -- public API --------------------------------------------------------------------
 
@@ -458,7 +293,7 @@ class Network:
         B = X.shape[0]
         out = np.empty((B, self.layer_sizes[-1]), dtype=self.dtype)
         nt = self.n_threads
-        work = self._work(min(B, _FORWARD_CHUNK_ROWS), nt)
+        work = self._work(min(B, _FORWARD_CHUNK_ROWS), nt, False)
         for start in range(0, B, _FORWARD_CHUNK_ROWS):
             stop = min(start + _FORWARD_CHUNK_ROWS, B)
             _network.forward(self._params, work, self._sizes, self._acts,
@@ -581,6 +416,142 @@ class Network:
     def save(self, path):
         """Write the network to `path` (.npz, no pickle; atomic)."""
         _io.save_network(self, path)
+
+
+class EpochRunner:
+    """Epochs of one network over one data set with one optimizer, in compiled code: the
+    Trainer (src/_network.pyx) holds the plan, the buffers and the optimizer's settings
+    for all of them; this adds what happens when training diverges. Call it with an order
+    of the rows (int64, C-contiguous, n long) for one epoch, or use run_epochs for runs
+    of epochs (fastbp.sklearn). The caller holds the network's lock."""
+
+    def __init__(self, net, data, n, batch_size, opt, loss_scale=1.0, progress=None):
+        self.net, self.opt, self.n, self.progress = net, opt, n, progress
+        X, labels, Y = net._kernel_targets(data)
+        capacity = min(batch_size, n) if n > 0 else 1
+        lr, state = net._bind_optimizer(opt)
+        self.state = state
+        net._check_plan_size(capacity, net.n_threads)
+        self.trainer = _network.Trainer(net._params, net._grads, tuple(state), net._sizes,
+                                        net._acts, net._loss_code, capacity, net.n_threads)
+        self.trainer.bind(X, data.labels, data.Y if data.labels is None else None,
+                          data.weights)
+        kind, momentum, nesterov, beta1, beta2, eps = opt._hyper()
+        self._hyper = (kind, momentum, nesterov, beta1, beta2, eps)
+        self.trainer.set_objective(loss_scale, opt.l2, opt.l2_per_sample)
+        self._checked_lr = (opt.lr, lr)
+        self.loss_scale = loss_scale
+        # what a non-finite parameter after a step rolls back to: the epoch is replayed
+        # from its start up to the last good step (the kernels are deterministic)
+        self.saved_params = np.empty_like(net._params)
+        self.saved_state = tuple(np.empty_like(b) for b in state)
+        self.steps_done = np.zeros(1, dtype=np.int64)   # kept current by the compiled loop
+
+    def _set_lr(self):
+        opt = self.opt
+        if opt.lr != self._checked_lr[0]:
+            self._checked_lr = (opt.lr, check_lr(opt.lr, self.net.dtype))
+        lr = self._checked_lr[1]
+        kind, momentum, nesterov, beta1, beta2, eps = self._hyper
+        self.trainer.set_optimizer(kind, lr, momentum, nesterov, beta1, beta2, eps)
+        return lr
+
+    def _save(self):
+        np.copyto(self.saved_params, self.net._params)
+        for b, saved in zip(self.state, self.saved_state):
+            np.copyto(saved, b)
+
+    def _restore(self, t_saved):
+        self.net._params[...] = self.saved_params
+        for b, saved in zip(self.state, self.saved_state):
+            b[...] = saved
+        self.opt.t = t_saved
+
+    def _replay_and_raise(self, order, lr, t_saved, done):
+        # a step made a parameter non-finite: back to the epoch's start, then its first
+        # `done` rows again (the kernels are deterministic), then the error
+        self._restore(t_saved)
+        steps = 0
+        if done:
+            steps = self.trainer.epoch(order[:done], t_saved, self.steps_done)[3]
+        self.opt.t = t_saved + steps
+        raise_diverged(self.net, f"batch {steps + 1} of this epoch", lr, parameters=True)
+
+    def __call__(self, order):
+        """One epoch over the rows in `order`; returns an EpochStats. A step that makes
+        the loss or a parameter non-finite raises DivergedError, the network holding the
+        parameters (and optimizer state) of the last finite step."""
+        lr = self._set_lr()
+        t_saved = self.opt.t
+        self._save()
+        t0 = time.perf_counter()
+        try:
+            total, total_penalty, done, steps, status = self.trainer.epoch(
+                order, t_saved, self.steps_done, self.progress)
+            seconds = time.perf_counter() - t0
+            if status == _network.EpochStatus.EPOCH_PARAMS_NOT_FINITE:
+                self._replay_and_raise(order, lr, t_saved, done)
+            self.opt.t = t_saved + steps
+        except BaseException:
+            # Ctrl-C (or an exception from a callback) between two steps: the parameters
+            # and the optimizer's buffers hold every completed step, and so must its step
+            # count (Adam's bias correction depends on it)
+            self.opt.t = t_saved + int(self.steps_done[0])
+            raise
+        if status == _network.EpochStatus.EPOCH_LOSS_NOT_FINITE:
+            raise_diverged(self.net, f"batch {steps + 1} of this epoch", lr)
+        return EpochStats((total + total_penalty) / done, total / self.loss_scale / done,
+                          total_penalty / done, done, seconds)
+
+    def steady_epochs(self):
+        """How many of the next epochs run_epochs may run in one call."""
+        return sys.maxsize if self.n > 0 else 0
+
+    def run_epochs(self, order, random_state, max_epochs, rule, on_epochs):
+        """Up to max_epochs (at most _RUN_MAX_EPOCHS) epochs by Trainer.run_epochs:
+        `order` (int64, C-contiguous, n long) shuffled in place before each with
+        random_state (a RandomState whose shuffle shuffle_like_random_state draws
+        exactly; None: not shuffled), scikit-learn's stopping rule applied to `rule` (a
+        _network.StopRule). Calls on_epochs(losses), the completed epochs' losses as
+        scikit-learn reports them, before it returns or raises: a diverged epoch raises
+        as a call does, a KeyboardInterrupt propagates with the steps taken counted in
+        opt.t."""
+        opt = self.opt
+        lr = self._set_lr()
+        t_start = opt.t
+        max_epochs = min(max_epochs, _RUN_MAX_EPOCHS)
+        record = np.zeros((max_epochs, _network.RecordColumn.REC_COLUMNS))
+        if random_state is None:
+            capsule = lock = None
+        else:
+            capsule = random_state._bit_generator.capsule
+            lock = random_state._bit_generator.lock
+        saved = (self.saved_params,) + self.saved_state + (None,) * (2 - len(self.saved_state))
+        try:
+            ran = self.trainer.run_epochs(order, t_start, self.steps_done, saved, capsule,
+                                          lock, max_epochs, rule, record)
+        except BaseException:
+            opt.t = t_start + rule.steps + int(self.steps_done[0])
+            on_epochs(record[:rule.epochs, _network.RecordColumn.REC_REPORTED_LOSS].tolist())
+            raise
+        opt.t = t_start + rule.steps
+        on_epochs(record[:rule.epochs, _network.RecordColumn.REC_REPORTED_LOSS].tolist())
+        last = record[ran - 1]
+        status = int(last[_network.RecordColumn.REC_STATUS])
+        if status != _network.EpochStatus.EPOCH_DONE:
+            # the failed epoch is the last: order holds its rows, the saved buffers its
+            # start
+            done, steps = int(last[_network.RecordColumn.REC_ROWS]), int(last[_network.RecordColumn.REC_STEPS])
+            if status == _network.EpochStatus.EPOCH_PARAMS_NOT_FINITE:
+                try:
+                    self._replay_and_raise(order, lr, opt.t, done)
+                except DivergedError:
+                    raise
+                except BaseException:
+                    opt.t = t_start + rule.steps + int(self.steps_done[0])
+                    raise
+            opt.t += steps      # the steps before the batch whose loss is not finite
+            raise_diverged(self.net, f"batch {steps + 1} of this epoch", lr)
 
 
 def load(path):

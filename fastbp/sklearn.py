@@ -51,6 +51,7 @@ except ImportError as exc:  # scikit-learn missing, or older than 1.6 (no valida
 import numpy as np
 
 from .network import Network
+from ._common import DivergedError
 from . import _network, optim
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -432,7 +433,6 @@ class _BaseMLP(BaseEstimator):
                             and _fast_shuffle_matches())))
         if in_runs:
             sample_idx = np.ascontiguousarray(sample_idx, dtype=np.int64)
-            rule = np.zeros(4)
         try:
             self.n_iter_ = 0
             while self.n_iter_ < self.max_iter:
@@ -441,8 +441,9 @@ class _BaseMLP(BaseEstimator):
                 if in_a_run:
                     # a run of epochs: what the rest of this loop does for each epoch
                     # (without early stopping, verbose and invscaling), compiled
-                    rule[0] = self.best_loss_
-                    rule[1] = self._no_improvement_count
+                    rule = _network.StopRule(self.best_loss_, self._no_improvement_count,
+                                             float(self.tol), float(self.n_iter_no_change),
+                                             loss_name == "mse")
 
                     def completed(losses):
                         for loss in losses:
@@ -451,8 +452,8 @@ class _BaseMLP(BaseEstimator):
                             self.t_ += n_samples
                             self.loss_curve_.append(loss)
                         if losses:
-                            self.best_loss_ = float(rule[0])
-                            self._no_improvement_count = int(rule[1])
+                            self.best_loss_ = float(rule.best_loss)
+                            self._no_improvement_count = int(rule.no_improvement_count)
                 else:
                     if self.shuffle:
                         # sklearn.utils.shuffle(sample_idx, random_state=...), without its
@@ -472,14 +473,10 @@ class _BaseMLP(BaseEstimator):
                         if in_a_run:
                             run_epoch.run_epochs(
                                 sample_idx, self._random_state if self.shuffle else None,
-                                min(steady, self.max_iter - self.n_iter_),
-                                loss_name == "mse", float(self.tol),
-                                float(self.n_iter_no_change), rule, completed)
+                                min(steady, self.max_iter - self.n_iter_), rule, completed)
                         else:
                             stats = run_epoch(order)
-                except ValueError as exc:
-                    if "diverged" not in str(exc):
-                        raise
+                except DivergedError as exc:
                     self._store_parameters(net)
                     raise ValueError(
                         "Solver produced non-finite parameter weights. The input data may"

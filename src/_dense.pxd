@@ -17,9 +17,7 @@ from cython.parallel cimport prange
 
 from _activations cimport (ACT_IDENTITY, ACT_SOFTMAX, activate_row, scale_by_derivative_row,
                           softmax_row, softmax_rows)
-from _gemm cimport (gemm, gemm_team, gemm_scratch_size, EPI_STORE, EPI_FORWARD, EPI_SGD,
-                   EPI_DERIV, EPI_FORWARD_ACT)
-from _team cimport Team, team_barrier, team_share
+from _gemm cimport gemm, gemm_scratch_size, EPI_STORE, EPI_FORWARD, EPI_DERIV, EPI_FORWARD_ACT
 
 # Below this many elements an elementwise loop runs on one thread.
 cdef enum:
@@ -43,18 +41,13 @@ cdef inline Py_ssize_t dense_scratch_size(Py_ssize_t B, Py_ssize_t K, Py_ssize_t
 # A one-output layer (the output of a regression or of a binary classifier) makes each of
 # its products a vector one: the GEMM's register tile, 16 or 32 columns wide, would compute
 # one useful column and spend the rest on padding, and the input gradient's product sums
-# over a single term. Measured on the 2-vCPU guest: the 30-128-64-1 network of
-# breast_cancer and the 10-128-64-1 of diabetes trained 3-6% faster an epoch with the
-# loops below (in-process against the GEMM path, both load orders, one and two threads).
-# Each output value is computed by one thread in a fixed order, so the results are the
-# same for every thread count and for the serial, team and half-batch paths, which all
-# call these. The loops are baseline code (the same on every SIMD target), and outside a
-# team they run on one thread whatever n_threads says: a one-output layer is the smallest
-# of a network, and the GEMM had spent fifteen sixteenths of its tiles on padding.
+# over a single term (benchmarks/RESULTS.md has the measurements). Each output value is
+# computed by one thread in a fixed order, so the results are the same for every thread
+# count. The loops are baseline code (the same on every SIMD target) and run on one
+# thread whatever n_threads says: a one-output layer is the smallest of a network.
 
 cdef enum:
     DOT_LANES = 8               # partial sums of one_output_rows
-    ONE_OUTPUT_CHUNK = 256      # weights stepped at a time by the fused SGD step
 
 
 cdef inline void one_output_rows(floating* Z, const floating* A_in, const floating* w,
@@ -99,7 +92,7 @@ cdef inline void one_output_weight_sums(floating* out, const floating* A_in,
     # out[k - k_lo] = sum over the B rows of A_in[i, k] dz[i], in row order, for
     # k_lo <= k < k_hi: the weight gradient of a one-output layer (a vectorized axpy a row
     # at a time into out, which stays in cache: k_hi - k_lo is a layer's input count, or
-    # ONE_OUTPUT_CHUNK in the fused step)
+    # at most a layer's input count)
     cdef Py_ssize_t i, k, n = k_hi - k_lo
     cdef floating d
     cdef const floating* a
@@ -110,27 +103,6 @@ cdef inline void one_output_weight_sums(floating* out, const floating* A_in,
         a = A_in + i * K + k_lo
         for k in range(n):
             out[k] = out[k] + a[k] * d
-
-
-cdef inline void one_output_weight_step(floating* W, const floating* A_in,
-                                        const floating* dz, Py_ssize_t B, Py_ssize_t K,
-                                        floating lr, Py_ssize_t k_lo, Py_ssize_t k_hi,
-                                        floating* flag) noexcept nogil:
-    # W[k] -= lr * (the weight gradient's sum for k), k_lo <= k < k_hi, a chunk at a time;
-    # *flag = 1 when a new value is not finite. The same sums and the same two roundings as
-    # one_output_weight_sums followed by sgd_update.
-    cdef floating acc[ONE_OUTPUT_CHUNK]
-    cdef Py_ssize_t k0 = k_lo, k1, k
-    cdef floating x
-    while k0 < k_hi:
-        k1 = min(k0 + <Py_ssize_t>ONE_OUTPUT_CHUNK, k_hi)
-        one_output_weight_sums(acc, A_in, dz, B, K, k0, k1)
-        for k in range(k0, k1):
-            x = W[k] - lr * acc[k - k0]
-            W[k] = x
-            if x - x != 0:
-                flag[0] = 1
-        k0 = k1
 
 
 cdef inline void one_output_input_gradient(floating* dZ_in, const floating* dz,
@@ -216,7 +188,7 @@ cdef inline void bias_gradient_columns(floating* db, const floating* dZ,
 cdef inline void bias_gradient(floating* db, const floating* dZ,
                                Py_ssize_t B, Py_ssize_t N) noexcept nogil:
     # db (N) = sum over the B rows of dZ (B, N), in row order; B*N additions, too few to
-    # share between threads outside the epoch's team (which shares out the columns).
+    # share between threads.
     bias_gradient_columns(db, dZ, B, N, 0, N)
 
 
@@ -231,41 +203,6 @@ cdef inline void weight_gradient(floating* dW, floating* db,
         gemm(dW, N, A_in, 1, K, dZ, N, 1, K, N, B, scratch,
              EPI_STORE, NULL, NULL, NULL, NULL, 0, 0, n_threads)
     bias_gradient(db, dZ, B, N)
-
-
-cdef inline void weight_update(floating* W, floating* b, floating* db,
-                               const floating* A_in, const floating* dZ,
-                               Py_ssize_t B, Py_ssize_t K, Py_ssize_t N, floating lr,
-                               int n_threads, floating* scratch, bint* bad) noexcept nogil:
-    # W (K, N) -= lr * A_in^T @ dZ;  b (N) -= lr * db, db (N) = sum over rows of dZ.
-    # The SGD step fused into the weight-gradient product: each tile of dW is subtracted
-    # from W straight from registers, never stored (a one-output layer's sums go through
-    # a chunk on the stack). Exact: the same sums as weight_gradient followed by
-    # sgd_update, in the same order. *bad is set when a new value is not finite.
-    cdef floating flag = 0
-    if N == 1:
-        one_output_weight_step(W, A_in, dZ, B, K, lr, 0, K, &flag)
-    else:
-        gemm(W, N, A_in, 1, K, dZ, N, 1, K, N, B, scratch,
-             EPI_SGD, &flag, NULL, NULL, NULL, 0, lr, n_threads)
-    bias_step(b, db, dZ, B, N, lr, 0, N, &flag)
-    if flag != 0:
-        bad[0] = True
-
-
-cdef inline void bias_step(floating* b, floating* db, const floating* dZ,
-                           Py_ssize_t B, Py_ssize_t N, floating lr,
-                           Py_ssize_t j_lo, Py_ssize_t j_hi, floating* flag) noexcept nogil:
-    # db[j] = sum over rows of dZ[:, j];  b[j] -= lr * db[j];  *flag = 1 when a new b[j]
-    # is not finite; for j_lo <= j < j_hi
-    cdef Py_ssize_t j
-    cdef floating x
-    bias_gradient_columns(db, dZ, B, N, j_lo, j_hi)
-    for j in range(j_lo, j_hi):
-        x = b[j] - lr * db[j]
-        b[j] = x
-        if x - x != 0:
-            flag[0] = 1
 
 
 cdef inline void input_gradient(floating* dZ_in,
@@ -292,84 +229,3 @@ cdef inline void sgd_update(floating* param, const floating* grad, Py_ssize_t n,
     cdef int nt = threads_for(n, PARALLEL_MIN_ELEMENTS, n_threads)
     for i in prange(n, nogil=True, schedule="static", num_threads=nt):
         param[i] = param[i] - lr * grad[i]
-
-
-# -- the same kernels run by a team of threads together (_team.pxd) ------------------------
-# Each returns when its outputs are complete, to every thread of the team, and computes
-# the same bits as its twin above: the products through gemm_team (a one-output layer's
-# loops on a share of its rows or weights per thread), the bias sums a share of the
-# columns per thread, each column summed in row order as bias_gradient does.
-
-cdef inline void dense_forward_team(Team* team, floating* Z, floating* A_out,
-                                    const floating* A_in, const floating* W, const floating* b,
-                                    Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
-                                    int act, floating* scratch) noexcept nogil:
-    cdef Py_ssize_t lo, hi
-    if N == 1:
-        team_share(team, B, &lo, &hi)
-        one_output_rows(Z, A_in, W, b, lo, hi, K)
-        one_output_activate(A_out, Z, lo, hi, act)
-        team_barrier(team)
-        return
-    if Z == A_out:
-        gemm_team(team, A_out, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
-                  EPI_FORWARD_ACT, NULL, b, NULL, NULL, act, 0, True)
-        return
-    if act == ACT_SOFTMAX:
-        gemm_team(team, Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
-                  EPI_FORWARD_ACT, NULL, b, NULL, NULL, ACT_IDENTITY, 0, True)
-    else:
-        gemm_team(team, Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
-                  EPI_FORWARD, A_out, b, NULL, NULL, act, 0, True)
-    if act == ACT_SOFTMAX:
-        team_share(team, B, &lo, &hi)
-        softmax_rows(A_out + lo * N, Z + lo * N, hi - lo, N)
-        team_barrier(team)
-
-
-cdef inline void weight_gradient_team(Team* team, floating* dW, floating* db,
-                                      const floating* A_in, const floating* dZ,
-                                      Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
-                                      floating* scratch) noexcept nogil:
-    cdef Py_ssize_t lo, hi
-    team_share(team, N, &lo, &hi)
-    bias_gradient_columns(db, dZ, B, N, lo, hi)     # finished by the barrier below
-    if N == 1:
-        team_share(team, K, &lo, &hi)
-        one_output_weight_sums(dW + lo, A_in, dZ, B, K, lo, hi)
-        team_barrier(team)
-        return
-    gemm_team(team, dW, N, A_in, 1, K, dZ, N, 1, K, N, B, scratch,
-              EPI_STORE, NULL, NULL, NULL, NULL, 0, 0, False)
-
-
-cdef inline void weight_update_team(Team* team, floating* W, floating* b, floating* db,
-                                    const floating* A_in, const floating* dZ,
-                                    Py_ssize_t B, Py_ssize_t K, Py_ssize_t N, floating lr,
-                                    floating* scratch, floating* flag) noexcept nogil:
-    # *flag (shared by the team) is set to 1 when a new value is not finite
-    cdef Py_ssize_t lo, hi
-    team_share(team, N, &lo, &hi)
-    bias_step(b, db, dZ, B, N, lr, lo, hi, flag)    # finished by the barrier below
-    if N == 1:
-        team_share(team, K, &lo, &hi)
-        one_output_weight_step(W, A_in, dZ, B, K, lr, lo, hi, flag)
-        team_barrier(team)
-        return
-    gemm_team(team, W, N, A_in, 1, K, dZ, N, 1, K, N, B, scratch,
-              EPI_SGD, flag, NULL, NULL, NULL, 0, lr, False)
-
-
-cdef inline void input_gradient_team(Team* team, floating* dZ_in,
-                                     const floating* dZ, const floating* W,
-                                     const floating* Z_in, const floating* A_in,
-                                     Py_ssize_t B, Py_ssize_t K, Py_ssize_t N,
-                                     int act_in, floating* scratch) noexcept nogil:
-    cdef Py_ssize_t lo, hi
-    if N == 1:
-        team_share(team, B, &lo, &hi)
-        one_output_input_gradient(dZ_in, dZ, W, Z_in, A_in, lo, hi, K, act_in)
-        team_barrier(team)
-        return
-    gemm_team(team, dZ_in, K, dZ, N, 1, W, 1, N, B, K, N, scratch,
-              EPI_DERIV, NULL, NULL, Z_in, A_in, act_in, 0, True)

@@ -34,7 +34,6 @@ from cython.parallel cimport prange, threadid
 
 from _activations cimport (ACT_IDENTITY, ACT_RELU, ACT_LEAKY_RELU, ACT_SOFTMAX, activate_row,
                           activation_derivative)
-from _team cimport Team, team_barrier, team_next, team_loop_done
 
 cdef extern from "pack.h" nogil:
     void fastbp_pack_transposed_f32(float* dst, Py_ssize_t width, const float* src,
@@ -99,7 +98,6 @@ cdef enum:
     GEMM_MACS_PER_THREAD = 1 << 20
     GEMM_BLOCK_BYTES = 1 << 19      # rows of A swept by all column panels in turn (L2)
     GEMM_MIN_BLOCK_PANELS = 64      # ... but at least this many row panels (384+ rows)
-    TEAM_SHARED_B = 1 << 16         # see team_shares_b: 256 KiB in float32, half of L2
 
 
 cdef inline int gemm_threads(Py_ssize_t macs, int n_threads) noexcept nogil:
@@ -111,17 +109,13 @@ cdef inline int gemm_threads(Py_ssize_t macs, int n_threads) noexcept nogil:
 
 cdef inline Py_ssize_t gemm_scratch_size(Py_ssize_t M, Py_ssize_t N, Py_ssize_t R,
                                          int n_threads) noexcept nogil:
-    """Scratch elements gemm() and gemm_team() need for these sizes, whatever the target:
-    all of A packed in row panels, and one column panel of B per thread or, for a team's
-    small B (team_shares_b), all of B packed."""
-    cdef Py_ssize_t b_part = <Py_ssize_t>max(n_threads, 1) * FASTBP_MAX_NR * R
-    if n_threads > 1 and team_shares_b(N, R):
-        b_part = max(b_part, (N + FASTBP_MAX_NR) * R)
-    return (M + FASTBP_MAX_MR) * R + b_part
+    """Scratch elements gemm() needs for these sizes, whatever the target: all of A packed
+    in row panels, and one column panel of B per thread."""
+    return (M + FASTBP_MAX_MR) * R + <Py_ssize_t>max(n_threads, 1) * FASTBP_MAX_NR * R
 
 
 cdef inline bint a_in_place(Py_ssize_t a_sm, Py_ssize_t a_sr, size_t item) noexcept nogil:
-    # Whether gemm and gemm_team read A's full row panels where they are (see the top of
+    # Whether gemm reads A's full row panels where they are (see the top of
     # this file): rows of A, or A^T from rows under 2 KiB apart.
     return a_sr == 1 or (a_sm == 1 and a_sr * <Py_ssize_t>item < 2048)
 
@@ -134,13 +128,6 @@ cdef inline bint b_in_place(Py_ssize_t b_sr, Py_ssize_t b_sn, Py_ssize_t n_mb,
     # 1 KiB apart, fall into a few L1 sets and are evicted between sweeps (measured on a
     # Zen 3: 200x64x128 in float64 ran 1.4x faster packed).
     return b_sn == 1 and b_sr * <Py_ssize_t>item < 2048 and n_mb < 8
-
-
-cdef inline bint team_shares_b(Py_ssize_t N, Py_ssize_t R) noexcept nogil:
-    # Whether gemm_team packs all of a (R x N) B once for the whole team (then every thread
-    # reads every panel from the shared copy) rather than a panel per unit of work: for B
-    # of up to TEAM_SHARED_B elements, the weights of small layers.
-    return N * R <= TEAM_SHARED_B
 
 
 cdef inline void tile_epilogue(floating* tile, Py_ssize_t nr_full,
@@ -425,129 +412,3 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
                            A, a_sm, a_sr, B, b_sr, b_sn, M, N, R, C, ldc, C2, bias, Z, Az,
                            kind, act, lr)
         mb_lo = mb_hi
-
-
-cdef inline void gemm_team(Team* team, floating* C, Py_ssize_t ldc,
-                           const floating* A, Py_ssize_t a_sm, Py_ssize_t a_sr,
-                           const floating* B, Py_ssize_t b_sr, Py_ssize_t b_sn,
-                           Py_ssize_t M, Py_ssize_t N, Py_ssize_t R,
-                           floating* scratch, int kind, floating* C2, const floating* bias,
-                           const floating* Z, const floating* Az, int act,
-                           floating lr, bint by_rows) noexcept nogil:
-    # gemm() run by every thread of a team (_team.pxd) together, inside the epoch's one
-    # parallel region; returns once C is complete, to all of them. The same tiles, packed
-    # panels and micro-kernel calls as gemm(), so the same bits: only who computes which
-    # tile differs. The row panels of A that need packing are split among the threads
-    # before a barrier; then the units of work, a column panel over a chunk of a block's
-    # row panels, go to whichever thread asks first. A narrow product (a 10-class or
-    # one-output layer has one or two column panels) is cut into row chunks so that every
-    # thread gets work; each chunk packs its column panel of B again, R * NR copies against
-    # its rows' MR * R * NR multiply-adds.
-    cdef const fastbp_target* tgt = <const fastbp_target*>team.target
-    cdef Py_ssize_t MR, NR, n_mb, n_nb, mb, mb_block, n_blocks, blk, units, u, rc, nblk
-    cdef Py_ssize_t mb_lo, lo, hi, nb, b_sk
-    cdef floating* a_pack = scratch
-    cdef floating* b_pack
-    cdef const floating* b_ptr
-    cdef bint a_inplace, b_inplace, narrow
-    if floating is float:
-        MR = tgt.mr_f32
-        NR = tgt.nr_f32
-    else:
-        MR = tgt.mr_f64
-        NR = tgt.nr_f64
-    narrow = N <= NR // 2
-    if narrow:
-        NR = NR // 2
-    n_mb = (M + MR - 1) // MR
-    n_nb = (N + NR - 1) // NR
-    b_pack = scratch + n_mb * MR * R + team.tid * NR * R
-    a_inplace = a_in_place(a_sm, a_sr, sizeof(floating))
-    b_inplace = b_in_place(b_sr, b_sn, n_mb, sizeof(floating))
-
-    if by_rows and a_inplace and team_shares_b(N, R):
-        # Each thread takes a fixed, contiguous share of the row panels, all column panels
-        # of them. The products whose rows are the batch's (forward, input gradient) then
-        # read rows that the same thread wrote in the step before (all but a few at the
-        # edges of the shares, where the row split of the loss and gather differs), from
-        # its own cache:
-        # shared out dynamically, a small network's products ran 1.5x slower on two
-        # threads than on one, reading from the other core.
-        # B's column panels are packed once, a share by each thread, into a copy all read
-        # (packing a whole B per thread had been a fifth of a two-thread step).
-        lo = n_mb * team.tid // team.n
-        hi = n_mb * (team.tid + 1) // team.n
-        if lo < hi and M % MR:
-            if hi == n_mb:   # this thread's own last, partial panel
-                pack_block(a_pack + (n_mb - 1) * MR * R, MR, A + (n_mb - 1) * MR * a_sm,
-                           a_sr, a_sm, R, M - (n_mb - 1) * MR)
-        b_pack = scratch + n_mb * MR * R
-        if not (b_inplace and N % NR == 0):
-            nb = n_nb * team.tid // team.n
-            while nb < n_nb * (team.tid + 1) // team.n:
-                if not (b_inplace and nb * NR + NR <= N):
-                    pack_block(b_pack + nb * NR * R, NR, B + nb * NR * b_sn, b_sr, b_sn, R,
-                               min(NR, N - nb * NR))
-                nb += 1
-            team_barrier(team)
-        mb_block = max(GEMM_BLOCK_BYTES // (MR * R * <Py_ssize_t>sizeof(floating)),
-                       GEMM_MIN_BLOCK_PANELS)
-        mb_lo = lo
-        while mb_lo < hi:
-            for nb in range(n_nb):
-                if b_inplace and nb * NR + NR <= N:
-                    b_ptr = B + nb * NR
-                    b_sk = b_sr
-                else:
-                    b_ptr = b_pack + nb * NR * R
-                    b_sk = NR
-                for mb in range(mb_lo, min(mb_lo + mb_block, hi)):
-                    if mb * MR + MR <= M:
-                        run_tile(tgt, narrow, NR, R, A + mb * MR * a_sm, a_sm, a_sr, b_ptr, b_sk,
-                                 mb * MR, MR, nb * NR, min(NR, N - nb * NR), C, ldc, C2,
-                                 bias, Z, Az, kind, act, lr, True)
-                    else:
-                        run_tile(tgt, narrow, NR, R, a_pack + mb * MR * R, 1, MR, b_ptr,
-                                 b_sk, mb * MR, M - mb * MR, nb * NR, min(NR, N - nb * NR),
-                                 C, ldc, C2, bias, Z, Az, kind, act, lr, False)
-            mb_lo += mb_block
-        team_barrier(team)
-        return
-
-    if a_inplace:
-        if M % MR:
-            if (n_mb - 1) % team.n == team.tid:
-                pack_block(a_pack + (n_mb - 1) * MR * R, MR, A + (n_mb - 1) * MR * a_sm,
-                           a_sr, a_sm, R, M - (n_mb - 1) * MR)
-            team_barrier(team)
-    else:
-        mb = team.tid
-        while mb < n_mb:
-            pack_block(a_pack + mb * MR * R, MR, A + mb * MR * a_sm, a_sr, a_sm, R,
-                       min(MR, M - mb * MR))
-            mb += team.n
-        team_barrier(team)
-
-    # the row blocks of gemm(), each cut into rc row chunks: unit u of block blk is
-    # column panel u // rc over chunk u % rc
-    mb_block = max(GEMM_BLOCK_BYTES // (MR * R * <Py_ssize_t>sizeof(floating)),
-                   GEMM_MIN_BLOCK_PANELS)
-    n_blocks = (n_mb + mb_block - 1) // mb_block
-    rc = max(1, min(mb_block, (4 * team.n + n_nb - 1) // n_nb))
-    units = n_blocks * n_nb * rc
-    while True:
-        u = team_next(team, units)
-        if u < 0:
-            break
-        blk = u // (n_nb * rc)
-        u = u % (n_nb * rc)
-        nb = u // rc
-        mb_lo = blk * mb_block
-        nblk = min(mb_block, n_mb - mb_lo)
-        lo = mb_lo + nblk * (u % rc) // rc
-        hi = mb_lo + nblk * (u % rc + 1) // rc
-        if lo < hi:
-            gemm_panel(tgt, narrow, nb, MR, NR, lo, hi, a_inplace, b_inplace,
-                       a_pack, b_pack, A, a_sm, a_sr, B, b_sr, b_sn, M, N, R, C, ldc,
-                       C2, bias, Z, Az, kind, act, lr)
-    team_loop_done(team, units)

@@ -2,16 +2,15 @@
 # output activations A_L that the forward pass left behind. Losses are means over the
 # batch (PyTorch's reduction="mean"); the value is accumulated in double.
 #
-# The output layer is small (B x n_out) next to the products before it: the serial loop
-# keeps the loss sum in one fixed order. Only the epoch's team (_team.pxd) shares the rows
-# out, leaving each row's value in a buffer that is then summed in the same order.
+# The output layer is small (B x n_out) next to the products before it: each row part of a
+# step (_passes.pxd) sums its rows' losses in row order, and the step adds the parts' sums
+# in part order.
 
 from cython cimport floating
 from libc.math cimport exp, log, log1p, fabs
 from libc.stdint cimport int64_t
 
 from _activations cimport activation_derivative
-from _team cimport Team, team_barrier, team_share
 
 cdef enum:
     LOSS_CROSS_ENTROPY = 0
@@ -150,32 +149,3 @@ cdef inline double loss_and_output_gradient(
     cdef double total = loss_rows(dZ, Z, A, labels, Y, w, B, N, loss, out_act, scale, norm,
                                   lse_from_softmax)
     return scale * (total / norm) if norm != 0 else 0.0
-
-
-cdef inline double loss_and_output_gradient_team(
-        Team* team, floating* dZ, const floating* Z, const floating* A,
-        const int64_t* labels, const floating* Y, const floating* w,
-        Py_ssize_t B, Py_ssize_t N, int loss, int out_act, double scale,
-        double* rows) noexcept nogil:
-    # loss_and_output_gradient run by a team of threads (_team.pxd) together, each on a
-    # share of the rows, leaving row values in rows (B doubles); after the barrier every
-    # thread sums them in row order as the serial loop does, so all return its value.
-    cdef Py_ssize_t i, lo, hi
-    cdef double total = 0, r_i
-    cdef double norm = loss_norm(w, B, N, loss)
-    team_share(team, B, &lo, &hi)
-    if norm == 0:
-        if dZ != NULL:
-            for i in range(lo * N, hi * N):
-                dZ[i] = 0
-        team_barrier(team)
-        return 0.0
-    for i in range(lo, hi):
-        r_i = 1.0 if w == NULL else <double>w[i]
-        rows[i] = loss_row(dZ, Z, A, labels, Y, i, N, loss, out_act,
-                           <floating>(scale * r_i / norm), True)
-    team_barrier(team)
-    for i in range(B):
-        r_i = 1.0 if w == NULL else <double>w[i]
-        total += rows[i] if w == NULL else r_i * rows[i]
-    return scale * (total / norm)

@@ -56,7 +56,6 @@ cdef extern from "update.h" nogil:
     const fastbp_update_f64_fn fastbp_update_f64[3]
 
 from _gemm cimport fastbp_active_target
-from _team cimport Team, team_next, team_loop_done
 
 
 cdef inline void update_chunk_sum(floating* p, const floating* g, const floating* g2,
@@ -107,47 +106,6 @@ cdef inline double update_block(floating* p, const floating* g, floating* s1, fl
                          o, decay, want_sq, partials + 2 * c)
     for c in range(n_chunks):
         sq += partials[2 * c]
-        if partials[2 * c + 1] != 0:
-            bad[0] = True
-    return sq
-
-
-cdef inline double update_layer_team(Team* team, floating* w, const floating* gw,
-                                     floating* b, const floating* gb,
-                                     floating* s1, floating* s2, Py_ssize_t w_off,
-                                     Py_ssize_t b_off, Py_ssize_t n_w, Py_ssize_t n_b,
-                                     const OptStep* o, floating decay,
-                                     double* partials, bint* bad) noexcept nogil:
-    # update_block of a layer's weights (with the penalty) and then of its biases, run by
-    # a team of threads (_team.pxd) together: the chunks of both go to whichever thread
-    # asks first, each leaves its partials where update_block would, and after the
-    # barrier every thread sums them in chunk order, as update_block does, so all return
-    # the same value and set *bad alike. s1/s2 (or NULL) are the state buffers' starts;
-    # w_off/b_off the blocks' offsets in them. partials: 2 * (update_chunks(n_w) +
-    # update_chunks(n_b)) doubles.
-    cdef Py_ssize_t cw = update_chunks(n_w), cb = update_chunks(n_b), c, lo, units = cw + cb
-    cdef double sq = 0
-    cdef bint want_sq = decay != 0
-    while True:
-        c = team_next(team, units)
-        if c < 0:
-            break
-        if c < cw:
-            lo = c * UPDATE_CHUNK
-            update_chunk(w + lo, gw + lo, s1 + w_off + lo if s1 != NULL else NULL,
-                         s2 + w_off + lo if s2 != NULL else NULL,
-                         min(<Py_ssize_t>UPDATE_CHUNK, n_w - lo), o, decay, want_sq,
-                         partials + 2 * c)
-        else:
-            lo = (c - cw) * UPDATE_CHUNK
-            update_chunk(b + lo, gb + lo, s1 + b_off + lo if s1 != NULL else NULL,
-                         s2 + b_off + lo if s2 != NULL else NULL,
-                         min(<Py_ssize_t>UPDATE_CHUNK, n_b - lo), o, 0, False,
-                         partials + 2 * c)
-    team_loop_done(team, units)
-    for c in range(cw):
-        sq += partials[2 * c]
-    for c in range(units):
         if partials[2 * c + 1] != 0:
             bad[0] = True
     return sq

@@ -27,16 +27,6 @@ def interrupt_after():
     return start
 
 
-@pytest.fixture(autouse=True)
-def _no_shared_team_choices():
-    """Each test starts with no team choice shared by networks of one shape (see
-    fastbp/_team_choice.py's SHARE_S): what a test's networks probe does not depend on the
-    tests before it."""
-    from fastbp import _team_choice
-    _team_choice._shared.clear()
-    yield
-
-
 @pytest.fixture(params=_dispatch.available_targets())
 def target(request):
     """Each SIMD target this CPU runs, made the active one for the test."""

@@ -17,7 +17,8 @@ PACKAGE = pathlib.Path(fastbp.__file__).parent
 def test_stubs_match_the_compiled_modules(module):
     stub = PACKAGE / f"{module}.pyi"
     assert stub.exists(), f"{stub} is not installed"
-    declared = {n.name for n in ast.parse(stub.read_text()).body if isinstance(n, ast.FunctionDef)}
+    declared = {n.name for n in ast.parse(stub.read_text()).body
+                if isinstance(n, (ast.FunctionDef, ast.ClassDef))}
     mod = importlib.import_module(f"fastbp.{module}")
     public = {n for n in dir(mod) if not n.startswith("_") and callable(getattr(mod, n))}
     assert declared == public

@@ -658,7 +658,7 @@ def check_network_call(cfg, bias_seed, method, xcase, ycase, kw, kw_errors, kw_e
         # a valid input can only fail by diverging (non-finite loss), in both alike
         assert exc_f is not None and exc_r is not None, (
             f"only one raised: fastbp {exc_f!r}, reference {exc_r!r}")
-        assert type(exc_f) is type(exc_r) is ValueError, (exc_f, exc_r)
+        assert type(exc_f) is type(exc_r) is fastbp.DivergedError, (exc_f, exc_r)
         assert method in ("train_step", "fit") and "diverged" in str(exc_f), exc_f
         if method == "train_step":
             assert_unchanged(fast, before, "train_step that diverged")

@@ -1,4 +1,4 @@
-"""fastbp.sklearn's runs of epochs (Network._epoch_runner's run_epochs, _network.train_epochs)
+"""fastbp.sklearn's runs of epochs (EpochRunner.run_epochs, _network.Trainer.run_epochs)
 against its loop of one epoch at a time, their slow twin: where nothing between two epochs
 needs Python, fit runs them in one compiled call that shuffles the rows, saves the
 parameters for a rollback and applies scikit-learn's stopping rule itself. Both ways draw
@@ -17,22 +17,33 @@ pytest.importorskip("sklearn", minversion="1.6")
 
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 
+import fastbp  # noqa: E402
 import fastbp.sklearn as fsk  # noqa: E402
-from fastbp import _network, _team_choice  # noqa: E402
+from fastbp.network import EpochRunner  # noqa: E402
 
 
 @pytest.fixture
 def count_runs(monkeypatch):
-    """The epochs each call of _network.train_epochs ran, in a list."""
+    """The epochs each call of EpochRunner.run_epochs completed, in a list."""
     runs = []
-    real = _network.train_epochs
+    real = EpochRunner.run_epochs
 
-    def counted(*args):
-        ran = real(*args)
-        runs.append(ran)
-        return ran
+    def counted(self, order, random_state, max_epochs, rule, on_epochs):
+        # a run's epochs: those completed, and a diverged one (then the run raises)
+        completed = []
 
-    monkeypatch.setattr(_network, "train_epochs", counted)
+        def on(losses):
+            completed.append(len(losses))
+            on_epochs(losses)
+        try:
+            result = real(self, order, random_state, max_epochs, rule, on)
+        except fastbp.DivergedError:
+            runs.append(completed[0] + 1)
+            raise
+        runs.append(completed[0])
+        return result
+
+    monkeypatch.setattr(EpochRunner, "run_epochs", counted)
     return runs
 
 
@@ -136,29 +147,25 @@ def test_runs_with_sample_weight_and_warm_start(monkeypatch, count_runs):
     assert len(count_runs) == 2
 
 
-def test_runs_around_the_team_choices_probes(monkeypatch, count_runs):
-    # Two threads with the timed team choice on (fastbp/_team_choice.py): a run stops
-    # before each probe (epochs that must be timed one by one), so 300 epochs of a network
-    # that always forms a team take several runs, and still the same bits.
-    previous = _network.set_team_policy(0, float("inf"))
-    monkeypatch.setattr(_team_choice, "ENABLED", True)
-    try:
-        X, y, _ = _data(n=200, d=8, seed=2)
-        (a, _), (b, _) = _fit_both_ways(
-            lambda: fsk.MLPClassifier(hidden_layer_sizes=(16,), max_iter=300, tol=0.0,
-                                      n_iter_no_change=10**6,
-                                      n_threads=2, batch_size=64, random_state=0),
-            X, y, monkeypatch)
-    finally:
-        _network.set_team_policy(*previous)
+@pytest.mark.parametrize("n_threads", [2, 4])
+def test_runs_on_threads_equal_the_loop_and_one_thread(n_threads, monkeypatch, count_runs):
+    # Batches of 200 rows are cut into row parts that threads share: runs on any thread
+    # count equal the loop epoch by epoch and one thread, bit for bit.
+    X, y, _ = _data(n=600, d=8, seed=2)
+    fits = []
+    for t in (n_threads, 1):
+        fits.append(_fit_both_ways(
+            lambda: fsk.MLPClassifier(hidden_layer_sizes=(64, 32), max_iter=40, tol=0.0,
+                                      n_iter_no_change=10**6, n_threads=t, random_state=0),
+            X, y, monkeypatch))
+    (a, _), (b, _) = fits[0]
+    (c, _), (d, _) = fits[1]
     _assert_same_fit(a, b)
-    assert a.n_iter_ == 300
-    if a._net.n_threads >= 2:
-        # probes after the first epoch and every RECHECK_EPOCHS: runs between them
-        assert len(count_runs) >= 3
-        assert all(r <= _team_choice.RECHECK_EPOCHS for r in count_runs)
-    assert sum(count_runs) < 300
-
+    _assert_same_fit(c, d)
+    for x, z in zip(a.coefs_ + a.intercepts_, c.coefs_ + c.intercepts_):
+        assert x.tobytes() == z.tobytes()
+    assert a.loss_curve_ == c.loss_curve_
+    assert sum(count_runs) == 2 * a.n_iter_
 
 def test_divergence_in_a_run_like_epoch_by_epoch(monkeypatch, count_runs):
     # A learning rate that makes the weights overflow after some epochs: both ways raise
