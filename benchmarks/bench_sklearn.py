@@ -87,7 +87,8 @@ def _fit_and_score(make, X_tr, X_te, y_tr, y_te, task, standardize_y):
     target = (y_tr - mean) / std if standardize_y else y_tr
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
-        time.sleep(COOL_DOWN_S)
+        if COOL_DOWN_S > 0:
+            time.sleep(COOL_DOWN_S)
         t0 = time.perf_counter()
         est.fit(X_tr, target)
         seconds = time.perf_counter() - t0
@@ -185,6 +186,9 @@ def main(argv=None):
                              "(default: neither limited, all cores)")
     parser.add_argument("--repeats", type=int, default=3,
                         help="fits of each library per seed; a seed's time is their median")
+    parser.add_argument("--cool-down", type=float, default=COOL_DOWN_S,
+                        help="seconds of pause before each timed fit (0: none, as in users' "
+                             "scripts; default %(default)s)")
     parser.add_argument("--float32", action="store_true", help="train both in float32")
     parser.add_argument("--fastbp-float32", action="store_true",
                         help="fastbp trains in float32 (dtype=np.float32), scikit-learn in float64")
@@ -195,6 +199,9 @@ def main(argv=None):
         parser.error("--repeats must be >= 1")
     if args.float32 and args.fastbp_float32:
         parser.error("--float32 already trains fastbp in float32")
+    if args.cool_down < 0:
+        parser.error("--cool-down must be >= 0")
+    globals()["COOL_DOWN_S"] = args.cool_down
     run(args.datasets, args.seeds, args.threads, np.float32 if args.float32 else np.float64,
         np.float32 if args.fastbp_float32 else None, repeats=args.repeats)
 

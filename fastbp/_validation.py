@@ -137,10 +137,12 @@ if hasattr(os, "register_at_fork"):
 
 
 def effective_n_threads(n_threads, openmp=True, omp_max_threads=None):
-    """Threads to use now: see _resolve_n_threads; 1 in a child forked after this process
-    used threads (libgomp cannot run parallel regions there)."""
+    """Threads to use now: see _resolve_n_threads, at most the usable cores; 1 in a child
+    forked after this process used threads (libgomp cannot run parallel regions there)."""
     global _threads_used
-    resolved = _resolve_n_threads(n_threads, openmp, omp_max_threads)
+    # never more threads than usable cores: compute-bound threads beyond them only wait
+    # for each other (the results are the same bits for any count)
+    resolved = min(_resolve_n_threads(n_threads, openmp, omp_max_threads), cpu_count())
     if _forked_after_threads:
         return 1
     if resolved > 1:

@@ -95,7 +95,7 @@ cdef enum:
 # 128Ki per thread than on one; with 1Mi per thread those products stay on one thread,
 # and 128x784x512 (51M) still runs on two.
 cdef enum:
-    GEMM_MACS_PER_THREAD = 1 << 20
+    GEMM_MACS_PER_THREAD = 1 << 22
     GEMM_BLOCK_BYTES = 1 << 19      # rows of A swept by all column panels in turn (L2)
     GEMM_MIN_BLOCK_PANELS = 64      # ... but at least this many row panels (384+ rows)
 

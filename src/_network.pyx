@@ -16,6 +16,7 @@ import numpy as np
 
 from _plan cimport Plan, make_plan, free_plan, n_parts
 from _passes cimport Objective, Batch, Buffers, step, forward_rows
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from _gemm cimport fastbp_set_target, fastbp_target_supported, fastbp_active_target
 from _optim cimport OptStep, OPT_NONE, OPT_SGD, OPT_ADAM, adam_set_step
 from _activations cimport ACT_SOFTMAX
@@ -426,50 +427,93 @@ cdef class Trainer:
         return max_epochs
 
 
-cdef int epoch_loop(Trainer t, const int64_t* order, Py_ssize_t n, long long t0,
-                    int64_t* steps_done, object progress, EpochResult* r,
-                    floating* dtype) except -1:
-    # Trainer.epoch's loop: each batch one step (_passes.pxd), signals looked for every
-    # SIGNAL_CHECK_S seconds.
+cdef int report(PyObject* progress, Py_ssize_t rows, PyObject** error) noexcept with gil:
+    # The epoch loop's signal check and progress call, taking the GIL. An exception is kept
+    # in *error (a new reference; returns 1) and raised by epoch_loop once the loop has
+    # stopped at a batch boundary.
+    try:
+        PyErr_CheckSignals()
+        if progress != NULL:
+            (<object>progress)(rows)
+    except BaseException as exc:
+        Py_INCREF(exc)
+        error[0] = <PyObject*>exc
+        return 1
+    return 0
+
+
+cdef struct EpochArgs:
+    # what the epoch loop reads besides the Trainer
+    const int64_t* order
+    Py_ssize_t n
+    long long t0
+    int64_t* steps_done
+    PyObject* progress           # borrowed, or NULL
+    PyObject* error              # OUT: an exception from report(), or NULL
+    EpochResult* r               # OUT
+
+
+cdef void batch_loop(Trainer t, EpochArgs* a, floating* dtype) noexcept nogil:
+    # Trainer.epoch's loop: each batch one step (_passes.pxd); signals looked for every
+    # SIGNAL_CHECK_S.
     cdef Py_ssize_t start = 0, B, capacity = t.capacity
     cdef double value, penalty, next_check
     cdef bint bad = False
     cdef Batch batch = t.batch
     cdef OptStep o = t.opt
+    cdef EpochResult* r = a.r
+    next_check = fastbp_now() + SIGNAL_CHECK_S
+    while start < a.n:
+        B = min(capacity, a.n - start)
+        batch.rows = a.order + start
+        batch.size = B
+        if o.kind == OPT_ADAM:
+            adam_set_step(&o, t.lr, a.t0 + r.steps + 1)
+        value = step(&t.plan, &t.buf, &batch, &t.obj, &o, True, t.n_threads, &penalty,
+                     &bad, dtype)
+        if not isfinite(value):
+            r.status = EPOCH_LOSS_NOT_FINITE
+            break
+        if bad:
+            r.status = EPOCH_PARAMS_NOT_FINITE
+            break
+        r.total += value * B
+        r.total_penalty += penalty * B
+        r.steps += 1
+        start += B
+        r.rows = start
+        a.steps_done[0] = r.steps
+        if fastbp_now() >= next_check:
+            if report(a.progress, start, &a.error):
+                break
+            next_check = fastbp_now() + SIGNAL_CHECK_S
+
+
+cdef int epoch_loop(Trainer t, const int64_t* order, Py_ssize_t n, long long t0,
+                    int64_t* steps_done, object progress, EpochResult* r,
+                    floating* dtype) except -1:
+    # batch_loop without the GIL
+    cdef EpochArgs a
+    cdef object error
     r.total = 0
     r.total_penalty = 0
     r.rows = 0
     r.steps = 0
     r.status = EPOCH_DONE
     steps_done[0] = 0
+    a.order = order
+    a.n = n
+    a.t0 = t0
+    a.steps_done = steps_done
+    a.progress = <PyObject*>progress if progress is not None else NULL
+    a.error = NULL
+    a.r = r
     with nogil:
-        next_check = fastbp_now() + SIGNAL_CHECK_S
-        while start < n:
-            B = min(capacity, n - start)
-            batch.rows = order + start
-            batch.size = B
-            if o.kind == OPT_ADAM:
-                adam_set_step(&o, t.lr, t0 + r.steps + 1)
-            value = step(&t.plan, &t.buf, &batch, &t.obj, &o, True, t.n_threads, &penalty,
-                         &bad, dtype)
-            if not isfinite(value):
-                r.status = EPOCH_LOSS_NOT_FINITE
-                break
-            if bad:
-                r.status = EPOCH_PARAMS_NOT_FINITE
-                break
-            r.total += value * B
-            r.total_penalty += penalty * B
-            r.steps += 1
-            start += B
-            r.rows = start
-            steps_done[0] = r.steps
-            if fastbp_now() >= next_check:
-                with gil:
-                    PyErr_CheckSignals()
-                    if progress is not None:
-                        progress(start)
-                next_check = fastbp_now() + SIGNAL_CHECK_S
+        batch_loop(t, &a, dtype)
+    if a.error != NULL:
+        error = <object>a.error
+        Py_XDECREF(a.error)
+        raise error
     return 0
 
 

@@ -24,7 +24,7 @@ cdef enum:
     OPT_SGD = 1
     OPT_ADAM = 2
     UPDATE_CHUNK = 4096           # ~3 us of Adam in float32 with AVX2
-    UPDATE_PARALLEL_MIN = 1 << 16 # below, a parallel region costs more than it saves (see
+    UPDATE_PARALLEL_MIN = 1 << 18 # below, a parallel region costs more than it saves (see
                                   # GEMM_MACS_PER_THREAD on waiting threads)
 
 

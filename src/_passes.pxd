@@ -215,6 +215,16 @@ cdef inline double step_decay(const Objective* obj, const floating* w,
     return obj.l2 / w_sum if w_sum > 0 else 0
 
 
+cdef inline double batch_loss(const Plan* p, int parts, double scale,
+                              double norm) noexcept nogil:
+    # the batch's loss from its parts' loss sums, added in part order
+    cdef int q
+    cdef double total = 0
+    for q in range(parts):
+        total += p.part_loss[q]
+    return scale * (total / norm) if norm != 0 else 0.0
+
+
 cdef inline double step(const Plan* p, const Buffers* buf, const Batch* batch,
                         const Objective* obj, const OptStep* o, bint want_grad,
                         int n_threads, double* penalty, bint* bad,
@@ -225,10 +235,11 @@ cdef inline double step(const Plan* p, const Buffers* buf, const Batch* batch,
     # gradients, they are computed anyway, non-finite as the reference's are). Returns the
     # batch's loss before the step, times obj.scale; *penalty gets the L2 penalty at the
     # parameters before the step, *bad is set when the step made a value non-finite.
+    # n_threads share the parts and update units, or a one-part plan's products.
     cdef Py_ssize_t B = batch.size, i, u, units = p.unit_base[p.n_layers]
     cdef int parts = active_parts(B, p.parts), q, nt
     cdef const floating* w = <const floating*>batch.w
-    cdef double norm, total = 0, value, decay, sq = 0
+    cdef double norm, value, decay, sq = 0
     cdef bint update
     if batch.rows != NULL:
         # labels and row weights first: the norm needs all of them
@@ -241,33 +252,38 @@ cdef inline double step(const Plan* p, const Buffers* buf, const Batch* batch,
             w = <const floating*>buf.w_buf
     norm = loss_norm(w, B, p.sizes[p.n_layers], p.loss)
     penalty[0] = 0
-    nt = min(n_threads, parts)
-    if p.parts == 1:
-        # one part: its products share tiles among the threads
-        part_pass(p, buf, batch, 0, 1, obj.scale, norm, want_grad, n_threads, dtype)
-    elif nt <= 1:
-        for q in range(parts):
-            part_pass(p, buf, batch, q, parts, obj.scale, norm, want_grad, 1, dtype)
-    else:
-        for q in prange(parts, nogil=True, schedule="dynamic", chunksize=1, num_threads=nt):
-            part_pass(p, buf, batch, q, parts, obj.scale, norm, want_grad, 1, dtype)
-    for q in range(parts):
-        total += p.part_loss[q]
-    value = obj.scale * (total / norm) if norm != 0 else 0.0
-    if not want_grad:
-        return value
-    update = o.kind != OPT_NONE
-    if update and not isfinite(value):
-        return value
+    update = want_grad and o.kind != OPT_NONE
     decay = step_decay(obj, w, B) if update else 0
-    nt = n_threads if (parts > 1 or p.n_params >= UPDATE_PARALLEL_MIN) else 1
-    nt = <int>min(<Py_ssize_t>nt, units)
-    if nt <= 1:
-        for u in range(units):
-            update_unit(p, buf, u, parts, o, decay, dtype)
+    nt = min(n_threads, parts)
+    if nt > 1:
+        # One parallel region: the parts, then (every thread having summed the same loss
+        # and so taken the same decision) the update units. Static schedules give a
+        # thread the same parts and units each step, so their buffers stay in its cache.
+        with parallel(num_threads=nt):
+            for q in prange(parts, schedule="static"):
+                part_pass(p, buf, batch, q, parts, obj.scale, norm, want_grad, 1, dtype)
+            if want_grad and (not update or isfinite(batch_loss(p, parts, obj.scale, norm))):
+                for u in prange(units, schedule="static"):
+                    update_unit(p, buf, u, parts, o, decay, dtype)
+        value = batch_loss(p, parts, obj.scale, norm)
+        if not want_grad or (update and not isfinite(value)):
+            return value
     else:
-        for u in prange(units, nogil=True, schedule="static", num_threads=nt):
-            update_unit(p, buf, u, parts, o, decay, dtype)
+        # one part (its products share tiles among the threads), or one thread
+        for q in range(parts):
+            part_pass(p, buf, batch, q, parts, obj.scale, norm, want_grad,
+                      n_threads if p.parts == 1 else 1, dtype)
+        value = batch_loss(p, parts, obj.scale, norm)
+        if not want_grad or (update and not isfinite(value)):
+            return value
+        nt = n_threads if p.n_params >= UPDATE_PARALLEL_MIN else 1
+        nt = <int>min(<Py_ssize_t>nt, units)
+        if nt <= 1:
+            for u in range(units):
+                update_unit(p, buf, u, parts, o, decay, dtype)
+        else:
+            for u in prange(units, nogil=True, schedule="static", num_threads=nt):
+                update_unit(p, buf, u, parts, o, decay, dtype)
     if not update:
         return value
     for u in range(units):

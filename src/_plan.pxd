@@ -24,8 +24,8 @@ from _dense cimport dense_scratch_size
 from _optim cimport update_chunks
 
 cdef enum:
-    PART_MIN_ROWS = 32            # rows of a part, at least: the products' row panels
-    PART_MIN_MACS = 1 << 18       # multiply-adds of a part's step, at least (~10-30 us)
+    PART_MIN_ROWS = 64            # rows of a part, at least (see n_parts)
+    PART_MIN_MACS = 1 << 21       # multiply-adds of a part's step, at least (~20-50 us)
     MAX_PARTS = 16                # parts of a batch, at most
     PARTS_MAX_PARAMS = 1 << 16    # larger networks are one part (tiles shared instead)
 
@@ -66,17 +66,21 @@ cdef inline Py_ssize_t macs_per_row(const Py_ssize_t* sizes, Py_ssize_t L) noexc
 
 
 cdef inline int n_parts(const Py_ssize_t* sizes, Py_ssize_t L, Py_ssize_t capacity) noexcept nogil:
-    # P for this network at this batch capacity: as many parts as the rows and the work
-    # allow (PART_MIN_ROWS, PART_MIN_MACS), up to MAX_PARTS; 1 for a network of more than
-    # PARTS_MAX_PARAMS parameters.
-    cdef Py_ssize_t l, n_params = 0, by_rows, by_macs
+    # P for this network at this batch capacity: the largest power of two, up to
+    # MAX_PARTS, whose parts keep PART_MIN_ROWS rows and PART_MIN_MACS multiply-adds each
+    # (smaller parts spend more of their time packing weights and summing gradients); 1
+    # for a network of more than PARTS_MAX_PARAMS parameters. A power of two shares evenly
+    # among 2, 4, 8 or 16 threads.
+    cdef Py_ssize_t l, n_params = 0, work = capacity * macs_per_row(sizes, L)
+    cdef int parts = 1
     for l in range(L):
         n_params += (sizes[l] + 1) * sizes[l + 1]
     if n_params > PARTS_MAX_PARAMS:
         return 1
-    by_rows = capacity // PART_MIN_ROWS
-    by_macs = capacity * macs_per_row(sizes, L) // PART_MIN_MACS
-    return <int>max(1, min(<Py_ssize_t>MAX_PARTS, min(by_rows, by_macs)))
+    while (2 * parts <= MAX_PARTS and capacity >= 2 * parts * PART_MIN_ROWS
+           and work >= 2 * parts * <Py_ssize_t>PART_MIN_MACS):
+        parts *= 2
+    return parts
 
 
 cdef inline Py_ssize_t part_rows(Py_ssize_t B, int parts) noexcept nogil:

@@ -222,8 +222,16 @@ def test_bit_identical_for_any_thread_count(dtype):
 
 
 def test_n_threads_follows_omp_num_threads(monkeypatch):
+    # at most the usable cores (a test machine with fewer than 3 pretends to have 64)
+    from fastbp import _validation
+    real_cpu_count = _validation.cpu_count
+    monkeypatch.setattr(_validation, "cpu_count", lambda: 64)
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert fastbp.Network([2, 2], seed=0).n_threads == 3
+    monkeypatch.setattr(_validation, "cpu_count", lambda: 2)
+    assert fastbp.Network([2, 2], seed=0).n_threads == 2
+    assert fastbp.Network([2, 2], seed=0, n_threads=8).n_threads == 2
+    monkeypatch.setattr(_validation, "cpu_count", real_cpu_count)
     assert fastbp.Network([2, 2], seed=0, n_threads=1).n_threads == 1
     monkeypatch.delenv("OMP_NUM_THREADS")
     assert fastbp.Network([2, 2], seed=0).n_threads >= 1
