@@ -227,6 +227,9 @@ def check_targets(y, loss, n_out, n_samples, dtype, name="y"):
     """
     arr = _as_numeric_array(y, name)
     if loss == "cross_entropy" and arr.ndim == 1:
+        # checked and converted on a copy: the compiled code indexes by the labels, and
+        # the caller may change its own array after this check (another thread)
+        arr = np.array(arr, copy=True)
         if arr.shape[0] != n_samples:
             raise ValueError(f"{name} must have {n_samples} labels (one per row of X); got {arr.shape[0]}")
         if arr.dtype.kind == "f":

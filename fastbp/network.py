@@ -272,7 +272,8 @@ class Network:
         """One epoch in compiled code; see fastbp/_training.py. A step that makes the loss
         or a parameter non-finite raises ValueError with the parameters (and optimizer
         state) of the last finite step restored."""
-        order = np.ascontiguousarray(order, dtype=np.int64)
+        # a copy: the compiled loop indexes by it, and the caller may change its own array
+        order = np.array(order, dtype=np.int64, copy=True)
         run = self._epoch_runner(data, order.shape[0], batch_size, opt, loss_scale, progress)
         return run(order)
 
@@ -418,6 +419,13 @@ class Network:
         _io.save_network(self, path)
 
 
+def _raise_bad_input(steps):
+    raise ValueError(
+        f"batch {steps + 1} of this epoch holds a row index or label out of range: the "
+        "order or the labels changed after they were checked (another thread?); the "
+        "network holds the parameters of the steps before it")
+
+
 class EpochRunner:
     """Epochs of one network over one data set with one optimizer, in compiled code: the
     Trainer (src/_network.pyx) holds the plan, the buffers and the optimizer's settings
@@ -498,6 +506,8 @@ class EpochRunner:
             # count (Adam's bias correction depends on it)
             self.opt.t = t_saved + int(self.steps_done[0])
             raise
+        if status == _network.EpochStatus.EPOCH_BAD_INPUT:
+            _raise_bad_input(steps)
         if status == _network.EpochStatus.EPOCH_LOSS_NOT_FINITE:
             raise_diverged(self.net, f"batch {steps + 1} of this epoch", lr)
         return EpochStats((total + total_penalty) / done, total / self.loss_scale / done,
@@ -550,7 +560,9 @@ class EpochRunner:
                 except BaseException:
                     opt.t = t_start + rule.steps + int(self.steps_done[0])
                     raise
-            opt.t += steps      # the steps before the batch whose loss is not finite
+            opt.t += steps      # the steps before the batch that failed
+            if status == _network.EpochStatus.EPOCH_BAD_INPUT:
+                _raise_bad_input(steps)
             raise_diverged(self.net, f"batch {steps + 1} of this epoch", lr)
 
 

@@ -15,7 +15,7 @@ from cpython.pycapsule cimport PyCapsule_GetPointer
 import numpy as np
 
 from _plan cimport Plan, make_plan, free_plan, n_parts
-from _passes cimport Objective, Batch, Buffers, step, forward_rows
+from _passes cimport Objective, Batch, Buffers, StepResult, step, forward_rows
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from _gemm cimport fastbp_set_target, fastbp_target_supported, fastbp_active_target
 from _optim cimport OptStep, OPT_NONE, OPT_SGD, OPT_ADAM, adam_set_step
@@ -58,6 +58,8 @@ cpdef enum EpochStatus:
     EPOCH_LOSS_NOT_FINITE = 1    # a batch's loss was not finite: stopped before its step
     EPOCH_PARAMS_NOT_FINITE = 2  # the last step made a value non-finite (applied, not
                                  # counted: the caller restores and replays)
+    EPOCH_BAD_INPUT = 3          # a row index or label out of range (changed after it was
+                                 # checked): stopped before that batch
 
 
 cpdef enum RecordColumn:
@@ -242,6 +244,7 @@ cdef class Trainer:
         self.capacity = capacity
         self.n_threads = n_threads
         work = np.empty(self.plan.work_size, dtype=self.dtype)
+        row_buf = np.empty(capacity, dtype=np.int64)
         label_buf = np.empty(capacity, dtype=np.int64)
         w_buf = np.empty(capacity, dtype=self.dtype)
         n = self.plan.n_params
@@ -250,9 +253,10 @@ cdef class Trainer:
         self.buf.state1 = data_of(state[0], self.dtype, n, "state") if len(state) > 0 else NULL
         self.buf.state2 = data_of(state[1], self.dtype, n, "state") if len(state) > 1 else NULL
         self.buf.work = data_of(work, self.dtype, self.plan.work_size, "work")
+        self.buf.row_buf = <int64_t*>data_of(row_buf, np.int64, capacity, "row_buf")
         self.buf.label_buf = <int64_t*>data_of(label_buf, np.int64, capacity, "label_buf")
         self.buf.w_buf = data_of(w_buf, self.dtype, capacity, "w_buf")
-        self.arrays = (params, grads, state, work, label_buf, w_buf, sizes, acts)
+        self.arrays = (params, grads, state, work, row_buf, label_buf, w_buf, sizes, acts)
         self.batch.X = NULL
         self.n_rows = 0
         self.set_objective(1.0, 0.0, False)
@@ -315,6 +319,8 @@ cdef class Trainer:
             self.batch.w = const_data_of(weights, self.dtype, n, "weights")
         self.data = (X, labels, Y, weights)
         self.n_rows = n
+        self.batch.n_rows = n
+        self.batch.n_classes = nL
 
     def epoch(self, const int64_t[::1] order, long long t0, int64_t[::1] steps_done,
               progress=None):
@@ -457,8 +463,8 @@ cdef void batch_loop(Trainer t, EpochArgs* a, floating* dtype) noexcept nogil:
     # Trainer.epoch's loop: each batch one step (_passes.pxd); signals looked for every
     # SIGNAL_CHECK_S.
     cdef Py_ssize_t start = 0, B, capacity = t.capacity
-    cdef double value, penalty, next_check
-    cdef bint bad = False
+    cdef double value, next_check
+    cdef StepResult res
     cdef Batch batch = t.batch
     cdef OptStep o = t.opt
     cdef EpochResult* r = a.r
@@ -469,16 +475,18 @@ cdef void batch_loop(Trainer t, EpochArgs* a, floating* dtype) noexcept nogil:
         batch.size = B
         if o.kind == OPT_ADAM:
             adam_set_step(&o, t.lr, a.t0 + r.steps + 1)
-        value = step(&t.plan, &t.buf, &batch, &t.obj, &o, True, t.n_threads, &penalty,
-                     &bad, dtype)
+        value = step(&t.plan, &t.buf, &batch, &t.obj, &o, True, t.n_threads, &res, dtype)
+        if res.bad_input:
+            r.status = EPOCH_BAD_INPUT
+            break
         if not isfinite(value):
             r.status = EPOCH_LOSS_NOT_FINITE
             break
-        if bad:
+        if res.not_finite:
             r.status = EPOCH_PARAMS_NOT_FINITE
             break
         r.total += value * B
-        r.total_penalty += penalty * B
+        r.total_penalty += res.penalty * B
         r.steps += 1
         start += B
         r.rows = start
@@ -526,11 +534,12 @@ def loss_gradients_step(floating[::1] params, floating[::1] grads, floating[::1]
     with want_grad and lr == 0 its gradients go into grads; with want_grad and lr > 0 one
     plain SGD step is taken on params (grads then holds the gradients it took). work:
     work_size(capacity=B, input_slot=False, training=True). Returns (loss before the
-    step, bad): bad when the step made a parameter non-finite."""
+    step, bad): bad when the step made a parameter non-finite. A label out of range
+    raises ValueError."""
     cdef Plan p
     cdef Py_ssize_t B = X.shape[0]
-    cdef double value, penalty
-    cdef bint bad = False
+    cdef double value
+    cdef StepResult res
     cdef Buffers buf
     cdef Batch batch
     cdef Objective obj
@@ -546,6 +555,7 @@ def loss_gradients_step(floating[::1] params, floating[::1] grads, floating[::1]
         buf.state1 = NULL
         buf.state2 = NULL
         buf.work = &work[0]
+        buf.row_buf = NULL
         buf.label_buf = NULL
         buf.w_buf = NULL
         batch.X = &X[0, 0]
@@ -554,6 +564,8 @@ def loss_gradients_step(floating[::1] params, floating[::1] grads, floating[::1]
         batch.w = &weights[0] if weights.shape[0] > 0 else NULL
         batch.rows = NULL
         batch.size = B
+        batch.n_rows = B
+        batch.n_classes = p.sizes[p.n_layers]
         obj.scale = 1
         obj.l2 = 0
         obj.l2_per_sample = False
@@ -562,8 +574,9 @@ def loss_gradients_step(floating[::1] params, floating[::1] grads, floating[::1]
         o.momentum = 0
         o.nesterov = False
         with nogil:
-            value = step(&p, &buf, &batch, &obj, &o, want_grad, n_threads, &penalty, &bad,
-                         &params[0])
+            value = step(&p, &buf, &batch, &obj, &o, want_grad, n_threads, &res, &params[0])
     finally:
         free_plan(&p)
-    return value, bad
+    if res.bad_input:
+        raise ValueError("a label is out of range: the labels changed after they were checked")
+    return value, res.not_finite

@@ -12,7 +12,7 @@
 
 from cython cimport floating
 from cython.parallel cimport parallel, prange
-from libc.math cimport isfinite
+from libc.math cimport isfinite, NAN
 from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
@@ -37,6 +37,8 @@ cdef struct Batch:
     const void* w                # row weights, or NULL
     const int64_t* rows          # this batch's row indices into X, labels, Y, w, or NULL
     Py_ssize_t size              # B
+    Py_ssize_t n_rows            # rows of X (with rows: each index is checked against it)
+    Py_ssize_t n_classes         # labels are checked to lie in [0, n_classes)
 
 
 cdef struct Buffers:
@@ -46,6 +48,8 @@ cdef struct Buffers:
     void* state1                 # the optimizer's state (momentum, Adam's m), or NULL
     void* state2                 # Adam's s, or NULL
     void* work
+    int64_t* row_buf             # capacity row indices (with rows): the checked copy the
+                                 # parts read, so that no index changes after its check
     int64_t* label_buf           # capacity labels (with rows)
     void* w_buf                  # capacity row weights (with rows and weights)
 
@@ -132,7 +136,7 @@ cdef inline void part_pass(const Plan* p, const Buffers* buf, const Batch* batch
     cdef const floating* w = <const floating*>batch.w
     cdef const int64_t* labels = batch.labels
     if batch.rows != NULL:
-        gather_rows(p, work, X, Y, batch.rows, lo, hi)
+        gather_rows(p, work, X, Y, buf.row_buf, lo, hi)
         X = work
         Y = work + p.y_off if Y != NULL else NULL
         labels = buf.label_buf if labels != NULL else NULL
@@ -215,6 +219,45 @@ cdef inline double step_decay(const Objective* obj, const floating* w,
     return obj.l2 / w_sum if w_sum > 0 else 0
 
 
+cdef struct StepResult:
+    double penalty               # the L2 penalty at the parameters before the step
+    bint not_finite              # the step made a parameter or state value non-finite
+    bint bad_input               # a row index or label out of range: the caller's arrays
+                                 # changed after validation; nothing was computed
+
+
+cdef inline bint copy_checked(const Plan* p, const Buffers* buf, const Batch* batch,
+                              floating* dtype) noexcept nogil:
+    # The batch's row indices into buf.row_buf, its labels into buf.label_buf and its row
+    # weights into buf.w_buf, each index and label checked where it is read: False when
+    # one is out of range. Every later read of them is of these copies.
+    cdef Py_ssize_t i, r
+    cdef int64_t c
+    cdef const floating* w = <const floating*>batch.w
+    for i in range(batch.size):
+        r = batch.rows[i]
+        if r < 0 or r >= batch.n_rows:
+            return False
+        buf.row_buf[i] = r
+        if batch.labels != NULL:
+            c = batch.labels[r]
+            if c < 0 or c >= batch.n_classes:
+                return False
+            buf.label_buf[i] = c
+        if w != NULL:
+            (<floating*>buf.w_buf)[i] = w[r]
+    return True
+
+
+cdef inline bint labels_in_range(const Batch* batch) noexcept nogil:
+    cdef Py_ssize_t i
+    if batch.labels != NULL:
+        for i in range(batch.size):
+            if batch.labels[i] < 0 or batch.labels[i] >= batch.n_classes:
+                return False
+    return True
+
+
 cdef inline double batch_loss(const Plan* p, int parts, double scale,
                               double norm) noexcept nogil:
     # the batch's loss from its parts' loss sums, added in part order
@@ -227,31 +270,33 @@ cdef inline double batch_loss(const Plan* p, int parts, double scale,
 
 cdef inline double step(const Plan* p, const Buffers* buf, const Batch* batch,
                         const Objective* obj, const OptStep* o, bint want_grad,
-                        int n_threads, double* penalty, bint* bad,
-                        floating* dtype) noexcept nogil:
+                        int n_threads, StepResult* out, floating* dtype) noexcept nogil:
     # One step on a batch: forward, loss and (want_grad) backward of every part, then the
     # parts' gradients summed and (o.kind != OPT_NONE) the optimizer step, unless the loss
     # is not finite (training diverged: the parameters stay as they are; asked only for
     # gradients, they are computed anyway, non-finite as the reference's are). Returns the
-    # batch's loss before the step, times obj.scale; *penalty gets the L2 penalty at the
-    # parameters before the step, *bad is set when the step made a value non-finite.
+    # batch's loss before the step, times obj.scale, and fills *out (a bad input: NaN,
+    # nothing computed).
     # n_threads share the parts and update units, or a one-part plan's products.
     cdef Py_ssize_t B = batch.size, i, u, units = p.unit_base[p.n_layers]
     cdef int parts = active_parts(B, p.parts), q, nt
     cdef const floating* w = <const floating*>batch.w
     cdef double norm, value, decay, sq = 0
     cdef bint update
+    out.penalty = 0
+    out.not_finite = False
+    out.bad_input = False
     if batch.rows != NULL:
-        # labels and row weights first: the norm needs all of them
-        for i in range(B):
-            if batch.labels != NULL:
-                buf.label_buf[i] = batch.labels[batch.rows[i]]
-            if w != NULL:
-                (<floating*>buf.w_buf)[i] = w[batch.rows[i]]
+        # indices, labels and row weights first: the norm needs all the weights
+        if not copy_checked(p, buf, batch, dtype):
+            out.bad_input = True
+            return NAN
         if w != NULL:
             w = <const floating*>buf.w_buf
+    elif not labels_in_range(batch):
+        out.bad_input = True
+        return NAN
     norm = loss_norm(w, B, p.sizes[p.n_layers], p.loss)
-    penalty[0] = 0
     update = want_grad and o.kind != OPT_NONE
     decay = step_decay(obj, w, B) if update else 0
     nt = min(n_threads, parts)
@@ -288,7 +333,7 @@ cdef inline double step(const Plan* p, const Buffers* buf, const Batch* batch,
         return value
     for u in range(units):
         if p.partials[2 * u + 1] != 0:
-            bad[0] = True
+            out.not_finite = True
         sq += p.partials[2 * u]
-    penalty[0] = 0.5 * decay * sq
+    out.penalty = 0.5 * decay * sq
     return value

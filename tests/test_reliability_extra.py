@@ -294,11 +294,11 @@ def test_fit_releases_the_gil():
     """Another Python thread keeps running while a long epoch trains: the epoch holds the
     GIL only for its signal checks (every 20 ms), so two fits can run at once."""
     rng = np.random.default_rng(0)
-    # 40000 rows: an epoch of 20000 took 0.29 s on a fast spell of the 2-vCPU guest,
-    # under the 0.3 s this needs to tell
-    X = rng.random((40000, 256)).astype(np.float32)
-    y = rng.integers(0, 10, 40000)
-    net = fastbp.Network([256, 256, 10], seed=0, n_threads=1)
+    # an epoch of about 0.5 s on the 2-vCPU guest (40000 rows of 256-256-10 took 0.19 s,
+    # under the 0.3 s this needs to tell)
+    X = rng.random((60000, 256)).astype(np.float32)
+    y = rng.integers(0, 10, 60000)
+    net = fastbp.Network([256, 512, 10], seed=0, n_threads=1)
     opt = optim.SGD(lr=0.01)
     t = threading.Thread(target=net.train_epoch, args=(X, y),
                          kwargs=dict(optimizer=opt, batch_size=32))
