@@ -138,9 +138,7 @@ cdef extern from "softmax.h" nogil:
         SOFTMAX_BLOCK_ROWS "FASTBP_SOFTMAX_BLOCK_ROWS"      # rows a block takes at once
         SOFTMAX_BLOCK_MAX_N "FASTBP_SOFTMAX_BLOCK_MAX_N"    # ... of at most this many columns
     # softmax_row of SOFTMAX_BLOCK_ROWS rows, bit for bit, as vector code of the active
-    # SIMD target (src/softmax.h). Row by row a 10-class row is too short for that: the
-    # softmax of a 100-row half batch of digits (64-128-64-10) had taken 5.7 us row by row
-    # and 4.7 us in baseline blocks (medians of 60 alternating runs of the two builds).
+    # SIMD target (src/softmax.h): a 10-class row alone is too short for vector code.
     void softmax_block "fastbp_softmax_block"(float* a, const float* z, Py_ssize_t n)
 
 

@@ -1,9 +1,9 @@
 # The dense-layer kernels: the forward product with bias and activation fused into its
-# epilogue, the weight-gradient product (stored, or fused into the SGD update), the
-# input-gradient product with the activation derivative fused in, the bias gradient, and
-# the SGD update. All three products go through the GEMM driver in _gemm.pxd, except for a
-# layer of one output (see "layers of one output" below), whose products are vector loops;
-# the plain-loop twins the tests hold them against are in _naive.pxd.
+# epilogue, the weight-gradient product, the input-gradient product with the activation
+# derivative fused in, the bias gradient, and the SGD update. All three products go
+# through the GEMM driver in _gemm.pxd, except for a layer of one output (see "layers of
+# one output" below), whose products are vector loops; the plain-loop twins the tests hold
+# them against are in _naive.pxd.
 #
 # Conventions (llm.c / scikit-learn): outputs first, then inputs, then sizes; row-major
 # C-contiguous buffers; `scratch` holds dense_scratch_size() elements. The caller (the
@@ -19,10 +19,10 @@ from _activations cimport (ACT_IDENTITY, ACT_SOFTMAX, activate_row, scale_by_der
                           softmax_row, softmax_rows)
 from _gemm cimport gemm, gemm_scratch_size, EPI_STORE, EPI_FORWARD, EPI_DERIV, EPI_FORWARD_ACT
 
-# Below this many elements an elementwise loop runs on one thread.
-cdef enum:
-    PARALLEL_MIN_MACS = 1 << 16
-    PARALLEL_MIN_ELEMENTS = 1 << 15
+cdef extern from "blocking.h":
+    enum:
+        PARALLEL_MIN_MACS "FASTBP_PARALLEL_MIN_MACS"
+        PARALLEL_MIN_ELEMENTS "FASTBP_PARALLEL_MIN_ELEMENTS"
 
 
 cdef inline int threads_for(Py_ssize_t work, Py_ssize_t threshold, int n_threads) noexcept nogil:
@@ -136,15 +136,15 @@ cdef inline void dense_forward(floating* Z, floating* A_out,
         return
     if Z == A_out:
         gemm(A_out, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
-             EPI_FORWARD_ACT, NULL, b, NULL, NULL, act, 0, n_threads)
+             EPI_FORWARD_ACT, NULL, b, NULL, NULL, act, n_threads)
     elif act == ACT_SOFTMAX:
         # the logits Z = acc + b from the registers (a full tile), then the row pass
         gemm(Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
-             EPI_FORWARD_ACT, NULL, b, NULL, NULL, ACT_IDENTITY, 0, n_threads)
+             EPI_FORWARD_ACT, NULL, b, NULL, NULL, ACT_IDENTITY, n_threads)
         softmax_rows(A_out, Z, B, N)
     else:
         gemm(Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
-             EPI_FORWARD, A_out, b, NULL, NULL, act, 0, n_threads)
+             EPI_FORWARD, A_out, b, NULL, NULL, act, n_threads)
 
 
 cdef inline void bias_gradient_block(floating* db, const floating* dZ, Py_ssize_t B,
@@ -167,9 +167,8 @@ cdef inline void bias_gradient_columns(floating* db, const floating* dZ,
                                        Py_ssize_t j_lo, Py_ssize_t j_hi) noexcept nogil:
     # db[j] = sum over the B rows of dZ (B, N)[:, j] in row order, for j_lo <= j < j_hi.
     # 128 bytes of columns at a time are summed down all rows in registers (8 SSE
-    # registers): adding each row into db in memory had made every row's adds wait for
-    # the previous row's stores (2% of a digits epoch, perf sampling). Each column is
-    # still summed in row order: the same bits.
+    # registers): adding each row into db in memory makes every row's adds wait for the
+    # previous row's stores. Each column is still summed in row order: the same bits.
     cdef Py_ssize_t i, j, j0 = j_lo
     cdef Py_ssize_t width = 32 if floating is float else 16
     while j0 + width <= j_hi:
@@ -201,7 +200,7 @@ cdef inline void weight_gradient(floating* dW, floating* db,
         one_output_weight_sums(dW, A_in, dZ, B, K, 0, K)
     else:
         gemm(dW, N, A_in, 1, K, dZ, N, 1, K, N, B, scratch,
-             EPI_STORE, NULL, NULL, NULL, NULL, 0, 0, n_threads)
+             EPI_STORE, NULL, NULL, NULL, NULL, 0, n_threads)
     bias_gradient(db, dZ, B, N)
 
 
@@ -213,13 +212,13 @@ cdef inline void input_gradient(floating* dZ_in,
     # dZ_in (B, K) = (dZ (B, N) @ W (K, N)^T) * f'_act_in(Z_in (B, K), A_in (B, K)).
     # Rows of dZ are read in place; W^T is packed a column panel at a time (a transpose of
     # NR rows of W, K*N copies in all against B*K*N multiply-adds); the epilogue multiplies
-    # each tile by f' while it is in cache. (Computing the transpose W @ dZ^T instead, as an
-    # earlier version did, wrote every tile back with a stride of B and ran 2-4x slower.)
+    # each tile by f' while it is in cache. (The transpose W @ dZ^T instead would write
+    # every tile back with a stride of B.)
     if N == 1:
         one_output_input_gradient(dZ_in, dZ, W, Z_in, A_in, 0, B, K, act_in)
         return
     gemm(dZ_in, K, dZ, N, 1, W, 1, N, B, K, N, scratch,
-         EPI_DERIV, NULL, NULL, Z_in, A_in, act_in, 0, n_threads)
+         EPI_DERIV, NULL, NULL, Z_in, A_in, act_in, n_threads)
 
 
 cdef inline void sgd_update(floating* param, const floating* grad, Py_ssize_t n,

@@ -1,26 +1,23 @@
 # The GEMM driver: C (M x N) = sum over r < R of a(m, r) b(r, n), cut into register tiles
 # that threads share out, each tile finished by an epilogue that writes the layer's
-# output (bias + activation, activation derivative, SGD update) while it is in cache.
+# output (bias + activation, or times the activation derivative) while it is in cache.
 #
 # The micro-kernel wants, for each r, MR scalars of a and NR contiguous values of b:
 #     a(m, r) = A[m * a_sm + r * a_sr]      b(r, n) = B[r * b_sr + n * b_sn]
 # Rows of A (a_sr == 1: the batch's activations) are read in place, and so is a narrow A^T
 # (a_sm == 1, rows under 2 KiB apart: the weight gradient's A_in^T for layers up to 511
-# float32 inputs, whose MR scalars for one r are MR neighbours in a row of A_in; packing
-# that transpose was part of the driver's 8% of a digits epoch, perf sampling; read in
-# place from 784-wide rows, each r a new cache line and often a new page, the deep
-# benchmark's weight gradients ran slower). Narrow rows of B (b_sn == 1, rows under 2 KiB
-# apart, when fewer than 8 row panels sweep them) are read in place too. Everything else
-# is packed (GotoBLAS style) into contiguous panels: A into panels of MR rows up front, B
-# into one panel of NR columns per thread at a time, which that thread then sweeps over
-# the row panels of A (a block of them at a time, see GEMM_BLOCK_BYTES) while the panel
-# sits in L2. Packing
-# costs M*R or N*R copies against 2*M*N*R flops; reading wide B rows in place was measured
-# at a quarter of the packed speed (256x2048x2048: each k touches a new 4 KiB page, and
-# power-of-two widths hit one L1 set), while packing narrow ones cost up to 25%
-# (32x784x128, where a panel serves only 4 row panels). The last partial row panel and
+# float32 inputs, whose MR scalars for one r are MR neighbours in a row of A_in); a wider
+# A^T is packed, as in place each r would be a new cache line and often a new page.
+# Narrow rows of B (b_sn == 1, rows under 2 KiB apart, when fewer than 8 row panels sweep
+# them) are read in place too. Everything else is packed (GotoBLAS style) into contiguous
+# panels: A into panels of MR rows up front, B into one panel of NR columns per thread at
+# a time, which that thread then sweeps over the row panels of A (a block of them at a
+# time, see GEMM_BLOCK_BYTES) while the panel sits in L2. Packing costs M*R or N*R copies
+# against 2*M*N*R flops and pays when a panel is reused: in place, wide B rows put each k
+# on a new 4 KiB page (and power-of-two widths in one L1 set), while a narrow panel that
+# serves only a few row panels does not repay its copy. The last partial row panel and
 # column panel are always packed, zero-padded to the tile. Nothing is allocated here:
-# `scratch` holds gemm_scratch_size() elements.
+# `scratch` holds gemm_scratch_size() elements. (Measurements: benchmarks/RESULTS.md.)
 #
 # Determinism: each element of C is summed over r = 0..R-1 in order by one micro-kernel
 # call, whichever thread runs it, so results are bit-identical for any thread count. That
@@ -48,10 +45,10 @@ cdef extern from "gemm.h" nogil:
                                    const double*, Py_ssize_t, double*)
     ctypedef void (*fastbp_mk_epi_f32)(Py_ssize_t, const float*, Py_ssize_t, Py_ssize_t,
                                        const float*, Py_ssize_t, int, int, float*, Py_ssize_t,
-                                       float*, const float*, float)
+                                       float*, const float*)
     ctypedef void (*fastbp_mk_epi_f64)(Py_ssize_t, const double*, Py_ssize_t, Py_ssize_t,
                                        const double*, Py_ssize_t, int, int, double*,
-                                       Py_ssize_t, double*, const double*, double)
+                                       Py_ssize_t, double*, const double*)
     ctypedef struct fastbp_target:
         int code
         int mr_f32, nr_f32, mr_f64, nr_f64
@@ -67,10 +64,8 @@ cdef extern from "gemm.h" nogil:
         FASTBP_MAX_NR
         FASTBP_EPI_STORE
         FASTBP_EPI_FORWARD
-        FASTBP_EPI_SGD
         FASTBP_EPI_DERIV
         FASTBP_EPI_FORWARD_ACT
-        FASTBP_REGISTER_SGD
         FASTBP_ACT_IDENTITY
         FASTBP_ACT_RELU
         FASTBP_ACT_LEAKY_RELU
@@ -78,29 +73,22 @@ cdef extern from "gemm.h" nogil:
 cdef enum:
     EPI_STORE = 0       # C = acc
     EPI_FORWARD = 1     # C = acc + bias;  C2 = f_act(C)  (softmax: left to a row pass)
-    EPI_SGD = 2         # C -= lr * acc    (W updated with its gradient, never stored);
-                        # C2, if not NULL, is set to 1 when a new value is not finite
-    EPI_DERIV_T = 3     # C^T = acc * f'_act(Z^T, A^T): C, Z, A are N x M (transposed)
     EPI_DERIV = 4       # C = acc * f'_act(Z, A): C, Z, A are M x N, leading dimension ldc
     EPI_FORWARD_ACT = 5 # C = f_act(acc + bias): a layer that keeps no Z, or the logits of
                         # a softmax layer (act identity; the softmax is a row pass after)
 
-# Each thread gets at least this many multiply-adds, so a product of M*N*R multiply-adds
-# runs on at most M*N*R / GEMM_MACS_PER_THREAD threads: about 10-30 us of work per thread,
-# against a parallel region's few microseconds when the machine is idle. The cost that
-# sets it is the busy one: OpenMP threads spin while they wait at a barrier, and when
-# another process holds a core the spinning thread burns the time slice of the one with
-# the work. Measured on a 2-vCPU guest with a test suite running beside it: 64-128-64-10
-# at batch 200 (products of 1.6M multiply-adds) took 24x longer on two threads with
-# 128Ki per thread than on one; with 1Mi per thread those products stay on one thread,
-# and 128x784x512 (51M) still runs on two.
-cdef enum:
-    GEMM_MACS_PER_THREAD = 1 << 22
-    GEMM_BLOCK_BYTES = 1 << 19      # rows of A swept by all column panels in turn (L2)
-    GEMM_MIN_BLOCK_PANELS = 64      # ... but at least this many row panels (384+ rows)
+cdef extern from "blocking.h":
+    enum:
+        GEMM_MACS_PER_THREAD "FASTBP_GEMM_MACS_PER_THREAD"
+        GEMM_BLOCK_BYTES "FASTBP_GEMM_BLOCK_BYTES"
+        GEMM_MIN_BLOCK_PANELS "FASTBP_GEMM_MIN_BLOCK_PANELS"
 
 
 cdef inline int gemm_threads(Py_ssize_t macs, int n_threads) noexcept nogil:
+    # A product of M*N*R multiply-adds runs on at most M*N*R / GEMM_MACS_PER_THREAD
+    # threads. The cost that sets the floor is a busy machine's: OpenMP threads spin while
+    # they wait at a barrier, and when another process holds a core the spinning thread
+    # burns the time slice of the one with the work, so small products stay on one thread.
     cdef Py_ssize_t useful = macs // GEMM_MACS_PER_THREAD
     if useful < 2:
         return 1
@@ -125,8 +113,7 @@ cdef inline bint b_in_place(Py_ssize_t b_sr, Py_ssize_t b_sn, Py_ssize_t n_mb,
     # Whether B's full column panels are read where they are: B rows only when narrow and
     # swept by few row panels. With many (a 200-row batch is 34 panels of 6) the packed
     # copy is reused enough to pay for itself, and in place the panel's rows, 512 B or
-    # 1 KiB apart, fall into a few L1 sets and are evicted between sweeps (measured on a
-    # Zen 3: 200x64x128 in float64 ran 1.4x faster packed).
+    # 1 KiB apart, fall into a few L1 sets and are evicted between sweeps.
     return b_sn == 1 and b_sr * <Py_ssize_t>item < 2048 and n_mb < 8
 
 
@@ -134,28 +121,13 @@ cdef inline void tile_epilogue(floating* tile, Py_ssize_t nr_full,
                                Py_ssize_t m0, Py_ssize_t mr, Py_ssize_t n0, Py_ssize_t nr,
                                floating* C, Py_ssize_t ldc, floating* C2,
                                const floating* bias, const floating* Z, const floating* A,
-                               int kind, int act, floating lr) noexcept nogil:
+                               int kind, int act) noexcept nogil:
     cdef Py_ssize_t i, j, idx
     cdef floating* c
     cdef floating* t
     cdef floating x, z
-    cdef int bad
     for i in range(mr):
         t = tile + i * nr_full
-        if kind == EPI_DERIV_T:
-            # the common cases without a call per element
-            if act == ACT_IDENTITY:
-                for j in range(nr):
-                    C[(n0 + j) * ldc + m0 + i] = t[j]
-            elif act == ACT_RELU:
-                for j in range(nr):
-                    idx = (n0 + j) * ldc + m0 + i
-                    C[idx] = t[j] if Z[idx] > 0 else 0
-            else:
-                for j in range(nr):
-                    idx = (n0 + j) * ldc + m0 + i
-                    C[idx] = t[j] * activation_derivative(Z[idx], A[idx], act)
-            continue
         c = C + (m0 + i) * ldc + n0
         if kind == EPI_DERIV:
             idx = (m0 + i) * ldc + n0
@@ -164,8 +136,7 @@ cdef inline void tile_epilogue(floating* tile, Py_ssize_t nr_full,
                     c[j] = t[j]
             elif act == ACT_RELU:
                 # both loads unconditional, so that the choice compiles to a blend, not a
-                # branch: random signs made the branch miss half the time (measured 3x
-                # slower on a 200x784 output)
+                # branch, which random signs mispredict half the time
                 for j in range(nr):
                     x = t[j]
                     z = Z[idx + j]
@@ -177,14 +148,6 @@ cdef inline void tile_epilogue(floating* tile, Py_ssize_t nr_full,
         if kind == EPI_STORE:
             for j in range(nr):
                 c[j] = t[j]
-        elif kind == EPI_SGD:
-            bad = 0
-            for j in range(nr):
-                x = c[j] - lr * t[j]
-                c[j] = x
-                bad |= x - x != 0       # NaN unless x is finite
-            if bad and C2 != NULL:
-                C2[0] = 1               # several threads may store the same 1: harmless
         else:  # EPI_FORWARD, EPI_FORWARD_ACT
             for j in range(nr):
                 c[j] = t[j] + bias[n0 + j]
@@ -200,8 +163,6 @@ cdef inline int register_epilogue(int kind, int act) noexcept nogil:
     # to a full tile (gemm_microkernel.h), or -1 when only tile_epilogue does it.
     if kind == EPI_STORE:
         return FASTBP_EPI_STORE
-    if kind == EPI_SGD:
-        return FASTBP_EPI_SGD if FASTBP_REGISTER_SGD else -1
     if act != ACT_IDENTITY and act != ACT_RELU and act != ACT_LEAKY_RELU:
         return -1
     if kind == EPI_FORWARD:
@@ -227,7 +188,7 @@ cdef inline void run_tile(const fastbp_target* tgt, bint narrow, Py_ssize_t NR, 
                           Py_ssize_t m0, Py_ssize_t mr, Py_ssize_t n0, Py_ssize_t nr,
                           floating* C, Py_ssize_t ldc, floating* C2,
                           const floating* bias, const floating* Z, const floating* A,
-                          int kind, int act, floating lr, bint full_rows) noexcept nogil:
+                          int kind, int act, bint full_rows) noexcept nogil:
     # A function of its own so that each thread's tile lives on that thread's stack.
     cdef floating tile[FASTBP_MAX_MR * FASTBP_MAX_NR]
     cdef int epi = register_epilogue(kind, act)
@@ -238,20 +199,20 @@ cdef inline void run_tile(const fastbp_target* tgt, bint narrow, Py_ssize_t NR, 
         # a full tile whose epilogue the micro-kernel applies from registers
         v = (bias + n0 if kind == EPI_FORWARD or kind == EPI_FORWARD_ACT
              else (Z + at if kind == EPI_DERIV else NULL))
-        # C2 is the output activation (forward) or, for the SGD step, a one-element flag
-        c2 = C2 if kind == EPI_SGD or C2 == NULL else C2 + at
+        # C2: EPI_FORWARD's activation output, NULL for the other kinds
+        c2 = C2 + at if C2 != NULL else NULL
         if floating is float:
             (tgt.mk_narrow_epi_f32 if narrow else tgt.mk_epi_f32)(
-                R, a, a_si, a_sk, b, b_sk, epi, register_act(act), C + at, ldc, c2, v, lr)
+                R, a, a_si, a_sk, b, b_sk, epi, register_act(act), C + at, ldc, c2, v)
         else:
             (tgt.mk_narrow_epi_f64 if narrow else tgt.mk_epi_f64)(
-                R, a, a_si, a_sk, b, b_sk, epi, register_act(act), C + at, ldc, c2, v, lr)
+                R, a, a_si, a_sk, b, b_sk, epi, register_act(act), C + at, ldc, c2, v)
         return
     if floating is float:
         (tgt.mk_narrow_f32 if narrow else tgt.mk_f32)(R, a, a_si, a_sk, b, b_sk, tile)
     else:
         (tgt.mk_narrow_f64 if narrow else tgt.mk_f64)(R, a, a_si, a_sk, b, b_sk, tile)
-    tile_epilogue(tile, NR, m0, mr, n0, nr, C, ldc, C2, bias, Z, A, kind, act, lr)
+    tile_epilogue(tile, NR, m0, mr, n0, nr, C, ldc, C2, bias, Z, A, kind, act)
 
 
 cdef inline void pack_block(floating* dst, Py_ssize_t width, const floating* src,
@@ -315,8 +276,8 @@ cdef inline void gemm_panel(const fastbp_target* tgt, bint narrow, Py_ssize_t nb
                             const floating* B, Py_ssize_t b_sr, Py_ssize_t b_sn,
                             Py_ssize_t M, Py_ssize_t N, Py_ssize_t R,
                             floating* C, Py_ssize_t ldc, floating* C2, const floating* bias,
-                            const floating* Z, const floating* Az, int kind, int act,
-                            floating lr) noexcept nogil:
+                            const floating* Z, const floating* Az, int kind,
+                            int act) noexcept nogil:
     # Column panel nb of C over row panels mb_lo..mb_hi-1: pack it from B into b_pack
     # (this thread's) unless it can be read in place, then sweep those row panels with it.
     cdef Py_ssize_t n0 = nb * NR, nr = min(NR, N - nb * NR), mb, m0, mr, b_sk
@@ -333,10 +294,10 @@ cdef inline void gemm_panel(const fastbp_target* tgt, bint narrow, Py_ssize_t nb
         mr = min(MR, M - m0)
         if a_inplace and mr == MR:
             run_tile(tgt, narrow, NR, R, A + m0 * a_sm, a_sm, a_sr, b_ptr, b_sk, m0, mr, n0, nr,
-                     C, ldc, C2, bias, Z, Az, kind, act, lr, True)
+                     C, ldc, C2, bias, Z, Az, kind, act, True)
         else:
             run_tile(tgt, narrow, NR, R, a_pack + mb * MR * R, 1, MR, b_ptr, b_sk, m0, mr, n0, nr,
-                     C, ldc, C2, bias, Z, Az, kind, act, lr, mr == MR)
+                     C, ldc, C2, bias, Z, Az, kind, act, mr == MR)
 
 
 cdef inline void gemm(floating* C, Py_ssize_t ldc,
@@ -344,10 +305,10 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
                       const floating* B, Py_ssize_t b_sr, Py_ssize_t b_sn,
                       Py_ssize_t M, Py_ssize_t N, Py_ssize_t R,
                       floating* scratch, int kind, floating* C2, const floating* bias,
-                      const floating* Z, const floating* Az, int act, floating lr,
+                      const floating* Z, const floating* Az, int act,
                       int n_threads) noexcept nogil:
-    # C (M x N, leading dimension ldc; for EPI_DERIV_T C is N x M) from a (M x R) and
-    # b (R x N) as described at the top of this file; see EPI_* for what is written.
+    # C (M x N, leading dimension ldc) from a (M x R) and b (R x N) as described at the
+    # top of this file; see EPI_* for what is written.
     # n_threads must not exceed the count scratch was sized for.
     cdef const fastbp_target* tgt = fastbp_active_target
     cdef Py_ssize_t MR, NR, n_mb, n_nb, mb, nb, mb_block, mb_lo, mb_hi
@@ -386,29 +347,27 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
                        min(MR, M - mb * MR))
 
     # Row blocks: the column panels sweep GEMM_BLOCK_BYTES of A's rows at a time, so that
-    # those rows stay in L2 while every panel passes over them; sweeping all of a tall A
-    # for each panel read it from memory once per panel (a 20000x64 by 64x128 float64
-    # product ran at 5 GFLOPS, 2x faster in blocks). Each block packs B's panels again, so
-    # blocks are as large as L2 allows, and never under GEMM_MIN_BLOCK_PANELS row panels:
-    # with 256 KiB and no such floor the 128x784 batches of the deep benchmark took two
-    # blocks and trained 20% slower, and the 256x4096 ones of the wide benchmark six, where
-    # repacking B cost more than the blocks saved. Training batches are one block.
+    # those rows stay in L2 while every panel passes over them (sweeping all of a tall A
+    # for each panel reads it from memory once per panel). Each block packs B's panels
+    # again, so blocks are as large as L2 allows, and never under GEMM_MIN_BLOCK_PANELS
+    # row panels, where repacking B would cost more than the blocks save. Training
+    # batches are one block.
     mb_block = max(GEMM_BLOCK_BYTES // (MR * R * <Py_ssize_t>sizeof(floating)),
                    GEMM_MIN_BLOCK_PANELS)
     mb_lo = 0
     while mb_lo < n_mb:
         mb_hi = min(mb_lo + mb_block, n_mb)
-        # One thread runs the loop itself: even a one-thread OpenMP region costs about a
-        # microsecond, a noticeable share of a small layer's product.
+        # One thread runs the loop itself: even a one-thread OpenMP region has a fixed
+        # cost, a noticeable share of a small layer's product.
         if nt == 1:
             for nb in range(n_nb):
                 gemm_panel(tgt, narrow, nb, MR, NR, mb_lo, mb_hi, a_inplace, b_inplace,
                            a_pack, b_packs, A, a_sm, a_sr, B, b_sr, b_sn, M, N, R, C, ldc,
-                           C2, bias, Z, Az, kind, act, lr)
+                           C2, bias, Z, Az, kind, act)
         else:
             for nb in prange(n_nb, nogil=True, schedule="dynamic", num_threads=nt):
                 gemm_panel(tgt, narrow, nb, MR, NR, mb_lo, mb_hi, a_inplace, b_inplace,
                            a_pack, b_packs + threadid() * NR * R,
                            A, a_sm, a_sr, B, b_sr, b_sn, M, N, R, C, ldc, C2, bias, Z, Az,
-                           kind, act, lr)
+                           kind, act)
         mb_lo = mb_hi

@@ -44,9 +44,9 @@ cdef inline double loss_row(
         if lse_from_softmax:
             # A is the forward pass's softmax_row of Z: at the first maximum z_jm = m
             # the row's exp is exactly 1, so A_jm = 1 / s rounded and lse = m + log s =
-            # m - log A_jm, without a second exp per element (those had been 6% of an
-            # epoch on digits). A_jm >= 1/N never underflows; the rounding of A_jm costs
-            # at most the dtype's epsilon in lse, as the reference's log_softmax does.
+            # m - log A_jm, without a second exp per element. A_jm >= 1/N never
+            # underflows; the rounding of A_jm costs at most the dtype's epsilon in lse,
+            # as the reference's log_softmax does.
             jm = 0
             m = Z[i * N]
             for j in range(1, N):

@@ -23,9 +23,11 @@ cdef enum:
     OPT_NONE = 0      # gradients only
     OPT_SGD = 1
     OPT_ADAM = 2
-    UPDATE_CHUNK = 4096           # ~3 us of Adam in float32 with AVX2
-    UPDATE_PARALLEL_MIN = 1 << 18 # below, a parallel region costs more than it saves (see
-                                  # GEMM_MACS_PER_THREAD on waiting threads)
+
+cdef extern from "blocking.h":
+    enum:
+        UPDATE_CHUNK "FASTBP_UPDATE_CHUNK"
+        UPDATE_PARALLEL_MIN "FASTBP_UPDATE_PARALLEL_MIN"
 
 
 cdef struct OptStep:

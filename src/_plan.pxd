@@ -23,11 +23,12 @@ from _activations cimport ACT_GELU
 from _dense cimport dense_scratch_size
 from _optim cimport update_chunks
 
-cdef enum:
-    PART_MIN_ROWS = 64            # rows of a part, at least (see n_parts)
-    PART_MIN_MACS = 1 << 21       # multiply-adds of a part's step, at least (~20-50 us)
-    MAX_PARTS = 16                # parts of a batch, at most
-    PARTS_MAX_PARAMS = 1 << 16    # larger networks are one part (tiles shared instead)
+cdef extern from "blocking.h":
+    enum:
+        PART_MIN_ROWS "FASTBP_PART_MIN_ROWS"
+        PART_MIN_MACS "FASTBP_PART_MIN_MACS"
+        MAX_PARTS "FASTBP_MAX_PARTS"
+        PARTS_MAX_PARAMS "FASTBP_PARTS_MAX_PARAMS"
 
 
 cdef struct Plan:

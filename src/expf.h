@@ -1,6 +1,5 @@
 /* exp(x) in float for x <= 0, written so that a loop of it vectorizes (no call, no
- * branch): softmax's exp(z - max z), which through libm's expf had been 4% of a digits
- * epoch (64-128-64-10, perf sampling), one call per element.
+ * branch): softmax's exp(z - max z), which through libm's expf is one call per element.
  *
  * Cody and Waite's reduction x = n ln2 + r, |r| <= ln2 / 2, with n rounded by adding and
  * subtracting 1.5 * 2^23 (exact in float arithmetic without -ffast-math, which the build

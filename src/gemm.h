@@ -1,12 +1,12 @@
 /* GEMM micro-kernels for every SIMD target, and the run-time choice between them.
  *
- * Each target's micro-kernel is the same source (gemm_microkernel.h) compiled with a
- * per-function target attribute, never with -march: the extension runs on any x86-64 CPU
- * and calls AVX2 or AVX-512 code only after checking that the CPU has it. The choice is
- * made once (fastbp_set_target, called at import by fastbp/_dispatch.py) and read by the
- * parallel loops, which stay in baseline code: GCC and clang do not reliably carry target
- * attributes into OpenMP's outlined bodies, so only the leaf micro-kernel is per target.
- * No ifunc or target_clones (musl and macOS lack them).
+ * Each target's micro-kernels are the same source (gemm_microkernel.h, instantiated by
+ * gemm_target.h) compiled with a per-function target attribute, never with -march: the
+ * extension runs on any x86-64 CPU and calls AVX2 or AVX-512 code only after checking that
+ * the CPU has it. The choice is made once (fastbp_set_target, called at import by
+ * fastbp/_dispatch.py) and read by the parallel loops, which stay in baseline code: GCC and
+ * clang do not reliably carry target attributes into OpenMP's outlined bodies, so only the
+ * leaf micro-kernel is per target. No ifunc or target_clones (musl and macOS lack them).
  *
  * Register tiles (MR rows x NR columns; NR = vectors per row x lanes):
  *   baseline  (SSE2 on x86-64, 16 registers)  float 6 x 8,   double 6 x 4
@@ -40,29 +40,18 @@ enum { FASTBP_MAX_MR = 8, FASTBP_MAX_NR = 32 };
 enum {
     FASTBP_EPI_STORE = 0,
     FASTBP_EPI_FORWARD = 1,
-    FASTBP_EPI_SGD = 2,
     FASTBP_EPI_DERIV = 4,
     FASTBP_EPI_FORWARD_ACT = 5
 };
-
-/* The register epilogue does the SGD step only where an empty asm can hold lr * acc in a
- * register, which keeps the compiler from fusing it into the subtraction (GCC fuses
- * across statements under -ffp-contract=fast, its default for GNU C). */
-#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
-#define FASTBP_REGISTER_SGD 1
-#define FASTBP_NO_CONTRACT(v) __asm__("" : "+x"(v))
-#else
-#define FASTBP_REGISTER_SGD 0
-#endif
 enum { FASTBP_ACT_IDENTITY = 0, FASTBP_ACT_RELU = 1, FASTBP_ACT_LEAKY_RELU = 2 };
 
-/* epilogue micro-kernel: (kc, A, a_si, a_sk, B, b_sk, kind, act, C, ldc, C2, V, lr) */
+/* epilogue micro-kernel: (kc, A, a_si, a_sk, B, b_sk, kind, act, C, ldc, C2, V) */
 typedef void (*fastbp_mk_epi_f32)(ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t,
                                   const float *, ptrdiff_t, int, int, float *, ptrdiff_t,
-                                  float *, const float *, float);
+                                  float *, const float *);
 typedef void (*fastbp_mk_epi_f64)(ptrdiff_t, const double *, ptrdiff_t, ptrdiff_t,
                                   const double *, ptrdiff_t, int, int, double *, ptrdiff_t,
-                                  double *, const double *, double);
+                                  double *, const double *);
 
 /* Each target has a full-width tile and a narrow one (one vector per row, NR / 2) for
  * products with at most NR / 2 columns, such as a 10-class output layer: they would
@@ -90,115 +79,30 @@ typedef struct {
 #endif
 
 /* ---- baseline: 16-byte vectors (SSE2 on x86-64, NEON on arm64), scalar elsewhere ---- */
+#define GT_TARGET
+#define GT_PREFIX fastbp_mk_baseline
 #if FASTBP_VECTOR_EXTENSIONS
 typedef float fastbp_f32x4 __attribute__((vector_size(16)));
 typedef double fastbp_f64x2 __attribute__((vector_size(16)));
 typedef int fastbp_i32x4 __attribute__((vector_size(16)));
 typedef long long fastbp_i64x2 __attribute__((vector_size(16)));
-#define MK_TARGET
-#define MK_MR 6
-#define MK_NV 2
-#define MK_NAME fastbp_mk_baseline_f32
-#define MK_EPI_NAME fastbp_mk_baseline_f32_epi
-#define MK_T float
-#define MK_VEC fastbp_f32x4
-#define MK_IVEC fastbp_i32x4
-#define MK_VW 4
-#include "gemm_microkernel.h"
-#undef MK_NAME
-#undef MK_EPI_NAME
-#undef MK_T
-#undef MK_VEC
-#undef MK_IVEC
-#undef MK_VW
-#define MK_NAME fastbp_mk_baseline_f64
-#define MK_EPI_NAME fastbp_mk_baseline_f64_epi
-#define MK_T double
-#define MK_VEC fastbp_f64x2
-#define MK_IVEC fastbp_i64x2
-#define MK_VW 2
-#include "gemm_microkernel.h"
-#undef MK_NAME
-#undef MK_EPI_NAME
-#undef MK_T
-#undef MK_VEC
-#undef MK_IVEC
-#undef MK_VW
-#undef MK_NV
-#define MK_NV 1
-#define MK_NAME fastbp_mk_baseline_narrow_f32
-#define MK_EPI_NAME fastbp_mk_baseline_narrow_f32_epi
-#define MK_T float
-#define MK_VEC fastbp_f32x4
-#define MK_IVEC fastbp_i32x4
-#define MK_VW 4
-#include "gemm_microkernel.h"
-#undef MK_NAME
-#undef MK_EPI_NAME
-#undef MK_T
-#undef MK_VEC
-#undef MK_IVEC
-#undef MK_VW
-#define MK_NAME fastbp_mk_baseline_narrow_f64
-#define MK_EPI_NAME fastbp_mk_baseline_narrow_f64_epi
-#define MK_T double
-#define MK_VEC fastbp_f64x2
-#define MK_IVEC fastbp_i64x2
-#define MK_VW 2
-#include "gemm_microkernel.h"
-#undef MK_NAME
-#undef MK_EPI_NAME
-#undef MK_T
-#undef MK_VEC
-#undef MK_IVEC
-#undef MK_VW
-#undef MK_NV
-#undef MK_MR
-#undef MK_TARGET
+#define GT_MR 6
+#define GT_NV 2
+#define GT_VEC_F32 fastbp_f32x4
+#define GT_VEC_F64 fastbp_f64x2
+#define GT_IVEC_F32 fastbp_i32x4
+#define GT_IVEC_F64 fastbp_i64x2
 #define FASTBP_BASELINE_NR_F32 8
 #define FASTBP_BASELINE_NR_F64 4
 #else /* plain C: the "vector" is one element */
-#define MK_TARGET
-#define MK_MR 4
-#define MK_VW 1
-#define MK_NV 4
-#define MK_NAME fastbp_mk_baseline_f32
-#define MK_T float
-#define MK_VEC float
-#include "gemm_microkernel.h"
-#undef MK_NAME
-#undef MK_T
-#undef MK_VEC
-#define MK_NAME fastbp_mk_baseline_f64
-#define MK_T double
-#define MK_VEC double
-#include "gemm_microkernel.h"
-#undef MK_NAME
-#undef MK_T
-#undef MK_VEC
-#undef MK_NV
-#define MK_NV 2
-#define MK_NAME fastbp_mk_baseline_narrow_f32
-#define MK_T float
-#define MK_VEC float
-#include "gemm_microkernel.h"
-#undef MK_NAME
-#undef MK_T
-#undef MK_VEC
-#define MK_NAME fastbp_mk_baseline_narrow_f64
-#define MK_T double
-#define MK_VEC double
-#include "gemm_microkernel.h"
-#undef MK_NAME
-#undef MK_T
-#undef MK_VEC
-#undef MK_NV
-#undef MK_MR
-#undef MK_VW
-#undef MK_TARGET
+#define GT_MR 4
+#define GT_NV 4
+#define GT_VEC_F32 float
+#define GT_VEC_F64 double
 #define FASTBP_BASELINE_NR_F32 4
 #define FASTBP_BASELINE_NR_F64 4
 #endif
+#include "gemm_target.h"
 
 static const fastbp_target fastbp_target_baseline = {
     FASTBP_TARGET_BASELINE,
@@ -228,127 +132,25 @@ typedef long long fastbp_i64x4 __attribute__((vector_size(32)));
 typedef int fastbp_i32x16 __attribute__((vector_size(64)));
 typedef long long fastbp_i64x8 __attribute__((vector_size(64)));
 
-#define MK_TARGET __attribute__((target("avx2,fma")))
-#define MK_MR 6
-#define MK_NV 2
-#define MK_NAME fastbp_mk_avx2_f32
-#define MK_EPI_NAME fastbp_mk_avx2_f32_epi
-#define MK_T float
-#define MK_VEC fastbp_f32x8
-#define MK_IVEC fastbp_i32x8
-#define MK_VW 8
-#include "gemm_microkernel.h"
-#undef MK_NAME
-#undef MK_EPI_NAME
-#undef MK_T
-#undef MK_VEC
-#undef MK_IVEC
-#undef MK_VW
-#define MK_NAME fastbp_mk_avx2_f64
-#define MK_EPI_NAME fastbp_mk_avx2_f64_epi
-#define MK_T double
-#define MK_VEC fastbp_f64x4
-#define MK_IVEC fastbp_i64x4
-#define MK_VW 4
-#include "gemm_microkernel.h"
-#undef MK_NAME
-#undef MK_EPI_NAME
-#undef MK_T
-#undef MK_VEC
-#undef MK_IVEC
-#undef MK_VW
-#undef MK_NV
-#define MK_NV 1
-#define MK_NAME fastbp_mk_avx2_narrow_f32
-#define MK_EPI_NAME fastbp_mk_avx2_narrow_f32_epi
-#define MK_T float
-#define MK_VEC fastbp_f32x8
-#define MK_IVEC fastbp_i32x8
-#define MK_VW 8
-#include "gemm_microkernel.h"
-#undef MK_NAME
-#undef MK_EPI_NAME
-#undef MK_T
-#undef MK_VEC
-#undef MK_IVEC
-#undef MK_VW
-#define MK_NAME fastbp_mk_avx2_narrow_f64
-#define MK_EPI_NAME fastbp_mk_avx2_narrow_f64_epi
-#define MK_T double
-#define MK_VEC fastbp_f64x4
-#define MK_IVEC fastbp_i64x4
-#define MK_VW 4
-#include "gemm_microkernel.h"
-#undef MK_NAME
-#undef MK_EPI_NAME
-#undef MK_T
-#undef MK_VEC
-#undef MK_IVEC
-#undef MK_VW
-#undef MK_NV
-#undef MK_MR
-#undef MK_TARGET
+#define GT_TARGET __attribute__((target("avx2,fma")))
+#define GT_PREFIX fastbp_mk_avx2
+#define GT_MR 6
+#define GT_NV 2
+#define GT_VEC_F32 fastbp_f32x8
+#define GT_VEC_F64 fastbp_f64x4
+#define GT_IVEC_F32 fastbp_i32x8
+#define GT_IVEC_F64 fastbp_i64x4
+#include "gemm_target.h"
 
-#define MK_TARGET __attribute__((target("avx512f,avx2,fma")))
-#define MK_MR 8
-#define MK_NV 2
-#define MK_NAME fastbp_mk_avx512_f32
-#define MK_EPI_NAME fastbp_mk_avx512_f32_epi
-#define MK_T float
-#define MK_VEC fastbp_f32x16
-#define MK_IVEC fastbp_i32x16
-#define MK_VW 16
-#include "gemm_microkernel.h"
-#undef MK_NAME
-#undef MK_EPI_NAME
-#undef MK_T
-#undef MK_VEC
-#undef MK_IVEC
-#undef MK_VW
-#define MK_NAME fastbp_mk_avx512_f64
-#define MK_EPI_NAME fastbp_mk_avx512_f64_epi
-#define MK_T double
-#define MK_VEC fastbp_f64x8
-#define MK_IVEC fastbp_i64x8
-#define MK_VW 8
-#include "gemm_microkernel.h"
-#undef MK_NAME
-#undef MK_EPI_NAME
-#undef MK_T
-#undef MK_VEC
-#undef MK_IVEC
-#undef MK_VW
-#undef MK_NV
-#define MK_NV 1
-#define MK_NAME fastbp_mk_avx512_narrow_f32
-#define MK_EPI_NAME fastbp_mk_avx512_narrow_f32_epi
-#define MK_T float
-#define MK_VEC fastbp_f32x16
-#define MK_IVEC fastbp_i32x16
-#define MK_VW 16
-#include "gemm_microkernel.h"
-#undef MK_NAME
-#undef MK_EPI_NAME
-#undef MK_T
-#undef MK_VEC
-#undef MK_IVEC
-#undef MK_VW
-#define MK_NAME fastbp_mk_avx512_narrow_f64
-#define MK_EPI_NAME fastbp_mk_avx512_narrow_f64_epi
-#define MK_T double
-#define MK_VEC fastbp_f64x8
-#define MK_IVEC fastbp_i64x8
-#define MK_VW 8
-#include "gemm_microkernel.h"
-#undef MK_NAME
-#undef MK_EPI_NAME
-#undef MK_T
-#undef MK_VEC
-#undef MK_IVEC
-#undef MK_VW
-#undef MK_NV
-#undef MK_MR
-#undef MK_TARGET
+#define GT_TARGET __attribute__((target("avx512f,avx2,fma")))
+#define GT_PREFIX fastbp_mk_avx512
+#define GT_MR 8
+#define GT_NV 2
+#define GT_VEC_F32 fastbp_f32x16
+#define GT_VEC_F64 fastbp_f64x8
+#define GT_IVEC_F32 fastbp_i32x16
+#define GT_IVEC_F64 fastbp_i64x8
+#include "gemm_target.h"
 
 static const fastbp_target fastbp_target_avx2 = {
     FASTBP_TARGET_AVX2, 6, 16, 6, 8,

@@ -1,5 +1,5 @@
-/* One register-tiled GEMM micro-kernel, instantiated by gemm.h once per (dtype, SIMD
- * target). No include guard on purpose. The including file defines:
+/* One register-tiled GEMM micro-kernel, instantiated by gemm_target.h once per (dtype,
+ * tile width, SIMD target). No include guard on purpose. The including file defines:
  *
  *   MK_NAME    function name                 MK_T   element type (float, double)
  *   MK_VEC     GCC vector type of MK_VW lanes  MK_VW  lanes per vector
@@ -14,8 +14,7 @@
  * the same product and writes a full tile straight from the registers into the layer's
  * output with the epilogue applied (the FASTBP_EPI_* codes of gemm.h), instead of storing
  * it to `tile` for the Cython epilogue: for small layers the round trip through the stack
- * and the scalar row loops had been a tenth of a batch (perf sampling, 64-128-64-10), and
- * the scalar SGD epilogue 15% of the deep benchmark.
+ * and the scalar row loops is a large share of a product (benchmarks/RESULTS.md).
  * The accumulators are a local array of vectors with constant bounds, which the compiler
  * unrolls completely and keeps in registers (checked in the assembly: no stack traffic
  * in the k loop). The k loop runs in a fixed order, so results do not depend on threads.
@@ -59,21 +58,16 @@ MK_TARGET static void MK_NAME(ptrdiff_t kc, const MK_T *restrict A, ptrdiff_t a_
  *   kind FASTBP_EPI_FORWARD_ACT:  C = f_act(acc + V)  (a layer that keeps no Z, or a
  *                             softmax layer's logits with act identity)
  *   kind FASTBP_EPI_DERIV:    C = acc * f'_act(V)  (V: Z, row stride ldc)
- *   kind FASTBP_EPI_SGD:      C -= lr * acc; *C2 = 1 when a new value is not finite
- *                             (only where FASTBP_REGISTER_SGD)
  * for act identity, relu or leaky_relu: exactly the arithmetic of _gemm.pxd's
- * tile_epilogue (no multiply-add is formed: each value is one rounding, as there; the SGD
- * step keeps lr * acc from being fused into the subtraction, so that the fused update
- * equals the weight gradient followed by sgd_update bit for bit).
+ * tile_epilogue (no multiply-add is formed: each value is one rounding, as there).
  * Masks are the lanes' comparison results (all ones or zero) used bitwise, so a NaN
  * goes where the Cython epilogue sends it: relu keeps it, the derivatives zero it. */
 MK_TARGET static void MK_EPI_NAME(ptrdiff_t kc, const MK_T *restrict A, ptrdiff_t a_si,
                                   ptrdiff_t a_sk, const MK_T *restrict B, ptrdiff_t b_sk,
                                   int kind, int act, MK_T *restrict C, ptrdiff_t ldc,
-                                  MK_T *restrict C2, const MK_T *restrict V, MK_T lr)
+                                  MK_T *restrict C2, const MK_T *restrict V)
 {
     const MK_VEC zero = {0};
-    MK_IVEC bad = {0};
     const MK_VEC one = zero + (MK_T)1;
     const MK_VEC slope = zero + (MK_T)0.01;
     MK_ACCUMULATE
@@ -100,15 +94,6 @@ MK_TARGET static void MK_EPI_NAME(ptrdiff_t kc, const MK_T *restrict A, ptrdiff_
                 }
                 memcpy((kind == FASTBP_EPI_FORWARD ? C2 : C) + i * ldc + v * MK_VW, &y,
                        sizeof(MK_VEC));
-#if FASTBP_REGISTER_SGD
-            } else if (kind == FASTBP_EPI_SGD) {
-                y = x * lr;
-                FASTBP_NO_CONTRACT(y);
-                memcpy(&w, C + i * ldc + v * MK_VW, sizeof(MK_VEC));
-                w = w - y;
-                memcpy(C + i * ldc + v * MK_VW, &w, sizeof(MK_VEC));
-                bad |= (w - w) != zero; /* NaN unless finite */
-#endif
             } else { /* FASTBP_EPI_DERIV */
                 if (act != FASTBP_ACT_IDENTITY) {
                     memcpy(&w, V + i * ldc + v * MK_VW, sizeof(MK_VEC));
@@ -121,11 +106,6 @@ MK_TARGET static void MK_EPI_NAME(ptrdiff_t kc, const MK_T *restrict A, ptrdiff_
                 memcpy(C + i * ldc + v * MK_VW, &x, sizeof(MK_VEC));
             }
         }
-    }
-    if (kind == FASTBP_EPI_SGD && C2 != NULL) {
-        for (i = 0; i < MK_VW; i++)
-            if (bad[i])
-                C2[0] = 1; /* several threads may store the same 1: harmless */
     }
 }
 #endif

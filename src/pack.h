@@ -3,11 +3,10 @@
  *   dst[r * width + x] = src[x * s_x + r]   for x < x_valid, r < R
  *   dst[r * width + x] = 0                  for x_valid <= x < width
  *
- * Element by element this wrote down a column of the panel, one store per element to a new
- * cache line: 3% of a digits epoch (64-128-64-10), about 4 cycles an element. With SSE2
- * (every x86-64 CPU) blocks of 4 x 4 floats or 2 x 2 doubles are read as rows, transposed
- * in registers and stored as rows of the panel; the edges go element by element. A copy:
- * the panel holds the same values either way.
+ * Element by element this writes down a column of the panel, one store per element to a
+ * new cache line. With SSE2 (every x86-64 CPU) blocks of 4 x 4 floats or 2 x 2 doubles are
+ * read as rows, transposed in registers and stored as rows of the panel; the edges go
+ * element by element. A copy: the panel holds the same values either way.
  */
 #ifndef FASTBP_PACK_H
 #define FASTBP_PACK_H

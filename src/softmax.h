@@ -12,12 +12,8 @@
  * The AVX2 copy is the same source with eight float lanes instead of SSE2's four, and with
  * no FMA: the target attribute leaves FMA out, so the compiler cannot contract the
  * exponential's multiply-adds, and every target's block equals softmax_row bit for bit
- * (tests/test_kernels.py). Measured on a Zen 3 guest: the softmax of a 100-row half batch
- * of digits' 10 classes 3.6 us against 4.4 in baseline code (each with about 0.9 us of a
- * Python call; medians of 15 alternating series of 3000 calls in one process), digits
- * epochs 0.5% and 3% faster (in-process A/B, the two load orders). The copies in and out
- * of the column layout are scalar moves, most of what is left. AVX-512 CPUs take the AVX2
- * copy: their FMA comes with avx512f.
+ * (tests/test_kernels.py). The copies in and out of the column layout are scalar moves,
+ * most of what is left. AVX-512 CPUs take the AVX2 copy: their FMA comes with avx512f.
  */
 #ifndef FASTBP_SOFTMAX_H
 #define FASTBP_SOFTMAX_H

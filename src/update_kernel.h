@@ -5,9 +5,9 @@
  *   UPD_TARGET  __attribute__((target(...))) or nothing for the baseline
  *
  * The rules are those of src/_optim.pxd (scikit-learn's), with g = grad + decay * param,
- * where grad is g[i], or g[i] + g2[i] when g2 is not NULL (the two halves of a batch, see
- * _network.pyx's update_halves: summed here instead of in a pass of their own before the
- * step, the same rounding of the same sum):
+ * where grad is g[i], or g[i] + g2[i] when g2 is not NULL (two gradients of one batch,
+ * summed here instead of in a pass of their own before the step: the same rounding of
+ * the same sum):
  *   kind 1 (sgd), s1 == NULL:   p -= lr g
  *   kind 1, nesterov:           v = mu v - lr g;  p += mu v - lr g
  *   kind 1:                     v = mu v - lr g;  p += v
