@@ -87,9 +87,15 @@ def check_sample_weight(sample_weight, class_weight, labels, loss_name, n_out, n
         return None
     if n > 0 and not (weights > 0).any():
         raise ValueError("the sample weights are all zero")
-    out = weights.astype(dtype)
+    with np.errstate(over="ignore", under="ignore"):
+        out = weights.astype(dtype)
     if not np.isfinite(out).all():
         raise ValueError(f"the sample weights overflow {np.dtype(dtype).name}")
+    # checked again after the conversion: weights that underflow to zero in the network's
+    # dtype would train nothing, silently
+    if n > 0 and not (out > 0).any():
+        raise ValueError(f"the sample weights are all zero in {np.dtype(dtype).name} "
+                         f"(the largest is {weights.max():g}); scale them up")
     return out
 
 

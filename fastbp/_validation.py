@@ -269,6 +269,9 @@ def check_lr(lr, dtype=np.float64):
     dtype = np.dtype(dtype)
     if dtype == np.float32 and lr >= _FLOAT32_ROUNDS_TO_INF:
         raise ValueError(f"lr must be finite in {dtype}; got {lr}")
+    # the step multiplies in the network's dtype: an lr that is zero there trains nothing
+    if lr < (_FLOAT32_SMALLEST if dtype == np.float32 else _FLOAT64_SMALLEST):
+        raise ValueError(f"lr must be positive in {dtype}; got {lr}, which rounds to 0")
     return lr
 
 
@@ -276,6 +279,10 @@ def check_lr(lr, dtype=np.float64):
 # value (2^128 - 2^104) and 2^128, which rounds to the even 2^128. A comparison, because
 # converting with NumPy needs an errstate context, a tenth of an epoch on small data.
 _FLOAT32_ROUNDS_TO_INF = 2.0 ** 128 - 2.0 ** 103
+# The smallest doubles that do not round to zero in float32 and float64: just above half of
+# the smallest subnormal (exactly half rounds to the even 0).
+_FLOAT32_SMALLEST = np.nextafter(2.0 ** -150, 1.0)
+_FLOAT64_SMALLEST = 2.0 ** -1074
 
 
 def check_bool(value, name):

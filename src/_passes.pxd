@@ -23,6 +23,19 @@ from _optim cimport (OptStep, OPT_NONE, OPT_SGD, UPDATE_CHUNK, UPDATE_PARALLEL_M
                      update_chunk)
 
 
+cdef extern from *:
+    """
+    /* An OpenMP barrier for the enclosing parallel region (an orphaned directive): Cython
+     * ends a prange inside `with parallel()` without one (omp for nowait). */
+    static void fastbp_omp_barrier(void) {
+    #ifdef _OPENMP
+        #pragma omp barrier
+    #endif
+    }
+    """
+    void fastbp_omp_barrier() nogil
+
+
 cdef struct Objective:
     double scale                 # multiplies the data loss and its gradient
     double l2                    # L2 penalty 0.5 l2 sum(W^2) on the weights (not biases)
@@ -307,6 +320,7 @@ cdef inline double step(const Plan* p, const Buffers* buf, const Batch* batch,
         with parallel(num_threads=nt):
             for q in prange(parts, schedule="static"):
                 part_pass(p, buf, batch, q, parts, obj.scale, norm, want_grad, 1, dtype)
+            fastbp_omp_barrier()    # every part done before any thread reads their sums
             if want_grad and (not update or isfinite(batch_loss(p, parts, obj.scale, norm))):
                 for u in prange(units, schedule="static"):
                     update_unit(p, buf, u, parts, o, decay, dtype)

@@ -67,6 +67,14 @@ _assert_step_is_gradient_then_update = \
     _sibling("test_dispatch")._assert_step_is_gradient_then_update
 
 OPENMP = build_info()["openmp"]
+@pytest.fixture(autouse=True)
+def _threads_beyond_the_cores(monkeypatch):
+    """fastbp caps n_threads at the usable cores; these tests force counts above them
+    (up to 16 on a 2-core machine) to show the bits do not depend on the count."""
+    from fastbp import _validation
+    monkeypatch.setattr(_validation, "cpu_count", lambda: 64)
+
+
 DTYPES = [np.float32, np.float64]
 THREADS = (1, 2, 3, 4, 8, 16)
 MAX_PARAMS_IN_PARTS = 1 << 16      # _plan.pxd's PARTS_MAX_PARAMS
@@ -101,13 +109,13 @@ def assert_same_optimizer(opt, ref, what):
 
 # -- 1. the same bits for every thread count --------------------------------------------------
 
-# Networks trained in several parts, and in one. [20, 48, 24, n] at capacity 200 is 4 parts
-# of 50 rows; 437 rows end each epoch with a batch of 37 (parts of 10, 10, 10 and 7) and
-# 403 rows with one of 3 (three parts of one row, the fourth empty). [300, 256, n] has over
+# Networks trained in several parts, and in one. [64, 128, 64, n] at capacity 256 is 4 parts
+# of 64 rows; 549 rows end each epoch with a batch of 37 (parts of 10, 10, 10 and 7) and
+# 515 rows with one of 3 (three parts of one row, the fourth empty). [300, 256, n] has over
 # 65,536 parameters: one part, whose products at batches of 96 rows are shared by up to 7
 # threads (GEMM_MACS_PER_THREAD), and 200 rows end with a batch of 8.
 ENGINE_NETS = {
-    "parts": dict(sizes=lambda n_out: [20, 48, 24, n_out], n_out=5, batch=200,
+    "parts": dict(sizes=lambda n_out: [64, 128, 64, n_out], n_out=5, batch=256,
                   epochs=3),
     "one_part": dict(sizes=lambda n_out: [300, 256, n_out], n_out=10, batch=96, n=200,
                      epochs=2),
@@ -129,14 +137,14 @@ ENGINE_OPTIMIZERS = {
 # combined rather than multiplied; each activation, loss, optimizer appears, with and
 # without sample weights, and both short last batches. mse has one output.
 ENGINE_CASES = [
-    ("identity", "ce_labels", "sgd", False, 437),
-    ("relu", "ce_probs", "momentum_l2", True, 403),
-    ("leaky_relu", "bce", "nesterov", False, 437),
-    ("sigmoid", "mse", "adam_l2", True, 437),
-    ("tanh", "ce_labels", "adam", True, 403),
-    ("gelu", "bce", "sgd_l2", True, 437),
-    ("relu", "mse", "sgd", True, 403),
-    ("gelu", "ce_labels", "nesterov_l2", False, 437),
+    ("identity", "ce_labels", "sgd", False, 549),
+    ("relu", "ce_probs", "momentum_l2", True, 515),
+    ("leaky_relu", "bce", "nesterov", False, 549),
+    ("sigmoid", "mse", "adam_l2", True, 549),
+    ("tanh", "ce_labels", "adam", True, 515),
+    ("gelu", "bce", "sgd_l2", True, 549),
+    ("relu", "mse", "sgd", True, 515),
+    ("gelu", "ce_labels", "nesterov_l2", False, 549),
 ]
 
 
@@ -194,7 +202,7 @@ def test_fit_is_bit_identical_for_every_thread_count(target, case, kind, dtype):
 # -- 2. the parts of a batch -----------------------------------------------------------------
 
 # Networks of at most 65,536 parameters ([255, 255, 1]: exactly that many), and of more
-PARTS_NETS = [[20, 48, 24, 5], [20, 48, 24, 1], [64, 128, 64, 10], [784, 64, 10],
+PARTS_NETS = [[64, 128, 64, 5], [64, 128, 64, 1], [64, 128, 64, 10], [784, 64, 10],
               [255, 255, 1]]
 ONE_PART_NETS = [[300, 256, 10], [300, 256, 1], [256, 255, 1], [784, 128, 10]]
 CAPACITIES = [1, 7, 31, 32, 64, 96, 200, 203, 1000, 4096]
@@ -203,17 +211,17 @@ CAPACITIES = [1, 7, 31, 32, 64, 96, 200, 203, 1000, 4096]
 def test_parts_count_depends_on_the_capacity_and_the_network_only():
     for sizes in PARTS_NETS:
         assert n_params(sizes) <= MAX_PARAMS_IN_PARTS
-        assert 1 < parts_of(sizes, 200) <= 16, sizes
+        assert 1 < parts_of(sizes, 256) <= 16, sizes
         for capacity in CAPACITIES:
-            # at most 16 parts, and parts of at least 32 rows (_plan.pxd's PART_MIN_ROWS)
-            assert 1 <= parts_of(sizes, capacity) <= max(1, min(16, capacity // 32))
+            # at most 16 parts, and parts of at least 64 rows (blocking.h's PART_MIN_ROWS)
+            assert 1 <= parts_of(sizes, capacity) <= max(1, min(16, capacity // 64))
     for sizes in ONE_PART_NETS:
         assert n_params(sizes) > MAX_PARAMS_IN_PARTS
         for capacity in CAPACITIES:
             assert parts_of(sizes, capacity) == 1, (sizes, capacity)
     # the plan a fit uses (the Trainer, built for a thread count) has the same parts for
     # every thread count, and a plan in parts the same workspace
-    for sizes, capacity in [([20, 48, 24, 5], 200), ([20, 48, 24, 5], 203),
+    for sizes, capacity in [([64, 128, 64, 5], 256), ([64, 128, 64, 5], 259),
                             ([64, 128, 64, 10], 1000), ([300, 256, 10], 96)]:
         net = fastbp.Network(sizes, seed=0)
         parts = parts_of(sizes, capacity)
@@ -227,14 +235,14 @@ def test_parts_count_depends_on_the_capacity_and_the_network_only():
             assert len(works) == 1, (sizes, works)
 
 
-# (hidden activation, layer sizes) per loss; B = 203 rows are 4 parts of 51, 51, 51, 50
+# (hidden activation, layer sizes) per loss; B = 259 rows are 4 parts of 65, 65, 65, 64
 GRADIENT_CASES = {
-    "ce_labels": ("relu", [20, 48, 24, 5]),
-    "ce_probs": ("gelu", [20, 48, 24, 5]),
-    "bce": ("tanh", [20, 48, 24, 5]),
-    "mse": ("sigmoid", [20, 48, 24, 1]),
+    "ce_labels": ("relu", [64, 128, 64, 5]),
+    "ce_probs": ("gelu", [64, 128, 64, 5]),
+    "bce": ("tanh", [64, 128, 64, 5]),
+    "mse": ("sigmoid", [64, 128, 64, 1]),
 }
-GRADIENT_ROWS = 203
+GRADIENT_ROWS = 259
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
@@ -281,7 +289,7 @@ def test_gradients_in_parts_match_the_reference(target, loss, dtype):
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 def test_train_step_in_parts_is_gradient_then_update(target, dtype, n_threads):
     rng = np.random.default_rng(9)
-    for sizes, B in (([20, 48, 24, 5], 203), ([20, 48, 24, 5], 200),
+    for sizes, B in (([64, 128, 64, 5], 259), ([64, 128, 64, 5], 256),
                      ([64, 128, 64, 10], 250)):
         assert parts_of(sizes, B) > 1
         X = rng.standard_normal((B, sizes[0])).astype(dtype)
@@ -295,7 +303,7 @@ def test_train_step_in_parts_is_gradient_then_update(target, dtype, n_threads):
 
 # -- 3. divergence mid-epoch, in parts -------------------------------------------------------
 
-DIV_SIZES, DIV_B, DIV_N = [20, 48, 24, 5], 200, 4 * 200 + 37
+DIV_SIZES, DIV_B, DIV_N = [64, 128, 64, 5], 256, 4 * 256 + 37
 
 # (dtype, optimizer, quiet rows, size of the loud rows, what fit says). Batches 1 and 2
 # are quiet, batch 3 loud. With zero quiet rows and lr 1e36 (1e300 in float64) a step
@@ -369,9 +377,9 @@ import fastbp
 
 def train(n_threads):
     rng = np.random.default_rng(0)
-    X = rng.standard_normal((437, 20)).astype(np.float32)
-    y = rng.integers(0, 5, 437)
-    net = fastbp.Network([20, 48, 24, 5], seed=1, n_threads=n_threads)  # 4 parts at 200
+    X = rng.standard_normal((549, 64)).astype(np.float32)
+    y = rng.integers(0, 5, 549)
+    net = fastbp.Network([64, 128, 64, 5], seed=1, n_threads=n_threads)  # 2 parts at 200
     threads = net.n_threads
     net.fit(X, y, epochs=2, batch_size=200, lr=0.1)
     return [threads, net._params.tobytes().hex(), net.predict(X).tobytes().hex(),
@@ -432,12 +440,12 @@ def test_child_forked_after_threaded_training_trains_on_one_thread(tmp_path):
 def _thread_jobs():
     """Two networks (in parts, in one part) with their data and optimizers."""
     rng = np.random.default_rng(21)
-    Xa = rng.standard_normal((437, 20)).astype(np.float32)
-    ya = rng.integers(0, 5, 437)
+    Xa = rng.standard_normal((549, 64)).astype(np.float32)
+    ya = rng.integers(0, 5, 549)
     Xb = rng.standard_normal((200, 300)).astype(np.float32)
     yb = rng.integers(0, 10, 200)
     return [
-        (fastbp.Network([20, 48, 24, 5], seed=1, n_threads=2), optim.Adam(lr=1e-3),
+        (fastbp.Network([64, 128, 64, 5], seed=1, n_threads=2), optim.Adam(lr=1e-3),
          Xa, ya, 200),
         (fastbp.Network([300, 256, 10], activation="tanh", seed=2, n_threads=2),
          optim.SGD(lr=0.05, momentum=0.9), Xb, yb, 96),
@@ -491,9 +499,9 @@ def test_snapshot_from_another_thread_during_fit_waits_for_the_fit(how):
     # a snapshot asked for during the fit (after its first epoch) completes only after
     # fit's last epoch, with the final parameters, never those of a step in between
     rng = np.random.default_rng(22)
-    X = rng.standard_normal((437, 20)).astype(np.float32)
-    y = rng.integers(0, 5, 437)
-    net = fastbp.Network([20, 48, 24, 5], seed=1, n_threads=2)
+    X = rng.standard_normal((549, 64)).astype(np.float32)
+    y = rng.integers(0, 5, 549)
+    net = fastbp.Network([64, 128, 64, 5], seed=1, n_threads=2)
     epochs = 8
     seen = []                         # epochs whose callback ran (inside fit, locked)
     first_epoch, asking = threading.Event(), threading.Event()
