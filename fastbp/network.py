@@ -415,7 +415,9 @@ class Network:
 
     @_serialized
     def save(self, path):
-        """Write the network to `path` (.npz, no pickle; atomic)."""
+        """Write the network to `path` (str, bytes or os.PathLike): an .npz, no pickle,
+        written to a temporary file that is renamed onto the path (onto a symlink's
+        target), so a reader sees the old file or the new one, never half of one."""
         _io.save_network(self, path)
 
 

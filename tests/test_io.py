@@ -306,7 +306,7 @@ def test_inconsistent_file(tmp_path, change):
     load_error(bad)
 
 
-@pytest.mark.parametrize("version", [99, 0, 2, -1])
+@pytest.mark.parametrize("version", [99, 0, 3, -1])
 def test_unsupported_format_version(tmp_path, version):
     arrays = arrays_of(saved(tmp_path))
     arrays["format_version"] = np.array(version, dtype=np.int64)
