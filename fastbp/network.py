@@ -55,6 +55,42 @@ def _serialized(method):
     return locked
 
 
+def _changes_state(method):
+    """_serialized for a call that changes the network's training state (parameters,
+    optimizer, gradients, history). The lock is reentrant, so a callback or a signal
+    handler of a running fit or train_epoch on the same thread would get in: it is refused
+    instead, as it would corrupt the outer call's history, optimizer and rollback copy."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            if self._training_thread == threading.get_ident():
+                raise RuntimeError(
+                    f"Network.{method.__name__} cannot run while a fit or train_epoch of "
+                    "this network is running on this thread (from a callback or a signal "
+                    "handler); read-only calls (forward, predict, loss, save) can")
+            return method(self, *args, **kwargs)
+    return locked
+
+
+def _training_loop(method):
+    """_changes_state for fit and train_epoch, which mark the network busy on this thread while
+    they run."""
+    @functools.wraps(method)
+    def locked(self, *args, **kwargs):
+        with self._lock:
+            if self._training_thread == threading.get_ident():
+                raise RuntimeError(
+                    f"Network.{method.__name__} cannot run while a fit or train_epoch of "
+                    "this network is running on this thread (from a callback or a signal "
+                    "handler)")
+            self._training_thread = threading.get_ident()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                self._training_thread = None
+    return locked
+
+
 class ParameterList(list):
     """A list of views into the parameter buffer. Item assignment copies into the buffer
     (shape checked) instead of replacing the view, so `net.weights[0] = W` does what it
@@ -112,6 +148,7 @@ class Network:
         self.optimizer_ = None
         self._lock = threading.RLock()
         self._work_cache = None
+        self._training_thread = None
 
         out_code = _network.ACTIVATION_SOFTMAX if self.output_activation == "softmax" else ACTIVATIONS[self.output_activation]
         self._sizes = np.array(self.layer_sizes, dtype=np.intp)
@@ -122,7 +159,7 @@ class Network:
             self.dtype, "the parameters of layer_sizes")
         self._params = np.zeros(n_params, dtype=self.dtype)
         self._grads = np.zeros(n_params, dtype=self.dtype)
-        self.weights, self.biases = self._views(self._params)
+        self._weights, self._biases = self._views(self._params)
 
         self._rng = np.random.default_rng(self.seed)
         fill_initial_parameters(self._rng, self.weights, self.init)  # biases start at zero
@@ -134,7 +171,8 @@ class Network:
         gradient buffer are made anew."""
         with self._lock:
             state = {k: v for k, v in self.__dict__.items()
-                     if k not in ("_lock", "_grads", "weights", "biases", "_work_cache")}
+                     if k not in ("_lock", "_grads", "_weights", "_biases", "_work_cache",
+                                  "_training_thread")}
             state["_params"] = self._params.copy()
             for key in ("_rng", "loss_curve_", "history", "optimizer_"):
                 if key in state:
@@ -145,8 +183,49 @@ class Network:
         self.__dict__.update(state)
         self._lock = threading.RLock()
         self._work_cache = None
+        self._training_thread = None
         self._grads = np.zeros_like(self._params)
-        self.weights, self.biases = self._views(self._params)
+        self._weights, self._biases = self._views(self._params)
+
+    @property
+    def weights(self):
+        """Per-layer weight matrices (n_in, n_out): writable views of the parameter buffer.
+        Assigning a list (net.weights = [...]) copies into the buffer, as
+        net.weights[i] = W and net.weights[i][...] = W do; the views stay the network's."""
+        return self._weights
+
+    @weights.setter
+    def weights(self, values):
+        self._assign_layers(self._weights, values, "weights")
+
+    @property
+    def biases(self):
+        """Per-layer bias vectors (n_out,): writable views of the parameter buffer; see
+        weights for assignment."""
+        return self._biases
+
+    @biases.setter
+    def biases(self, values):
+        self._assign_layers(self._biases, values, "biases")
+
+    @_serialized
+    def _assign_layers(self, views, values, name):
+        # every shape checked before anything is copied: all layers or none
+        try:
+            values = [np.asarray(v) for v in values]
+        except TypeError:
+            raise TypeError(f"{name} must be assigned a list of arrays, one per layer; got "
+                            f"{type(values).__name__}") from None
+        if len(values) != len(views):
+            raise ValueError(f"{name} must be assigned {len(views)} arrays, one per layer; "
+                             f"got {len(values)}")
+        for l, (view, value) in enumerate(zip(views, values)):
+            if value.shape != view.shape:
+                raise ValueError(f"{name}[{l}] must have shape {view.shape}; got {value.shape}")
+            if value.dtype.kind not in "biuf":
+                raise TypeError(f"{name}[{l}] must hold real numbers; got dtype {value.dtype}")
+        for view, value in zip(views, values):
+            view[...] = value
 
     @property
     def n_threads(self):
@@ -309,7 +388,7 @@ class Network:
             return float(self._run(X, labels, Y, False, 0.0)[0])
         return self._data_loss(self._prepare(X, y, sample_weight))
 
-    @_serialized
+    @_changes_state
     def gradients(self, X, y):
         """(dW, db): lists of new arrays shaped like weights and biases."""
         X, labels, Y = self._check_Xy(X, y)
@@ -317,7 +396,7 @@ class Network:
         dW, db = self._views(self._grads)
         return [g.copy() for g in dW], [g.copy() for g in db]
 
-    @_serialized
+    @_changes_state
     def train_step(self, X, y, lr=0.1):
         """One SGD step on the batch, in place; returns the loss before the step. A
         non-finite loss, or a step that would make a parameter non-finite, raises
@@ -333,7 +412,7 @@ class Network:
             raise_diverged(self, "this step", lr)
         return float(value)
 
-    @_serialized
+    @_training_loop
     def train_epoch(self, X, y, *, optimizer, batch_size=32, order=None, shuffle=True,
                     sample_weight=None, class_weight=None, loss_scale=1.0):
         """One pass over (X, y) with `optimizer` (a fastbp.optim.SGD or Adam, whose state
@@ -359,7 +438,7 @@ class Network:
             order = _training.epoch_order(self, n, None, shuffle)
         return self._epoch(data, order, batch_size, optimizer, loss_scale)
 
-    @_serialized
+    @_training_loop
     def fit(self, X, y, epochs=5, batch_size=32, lr=None, shuffle=True, *, optimizer="sgd",
             momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999, epsilon=1e-8, l2=0.0,
             lr_schedule="constant", power_t=0.5, validation_data=None, validation_split=0.0,
