@@ -61,6 +61,7 @@ class Trainer:
     dtype: np.dtype
     capacity: int
     parts: int
+    work_bytes: int
     def __init__(self, params: _Arr, grads: _Arr, state: tuple[_Arr, ...], sizes: _Idx,
                  acts: _Acts, loss: int, capacity: int, n_threads: int) -> None: ...
     def set_optimizer(self, kind: int, lr: float, momentum: float, nesterov: bool,

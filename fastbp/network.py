@@ -148,6 +148,8 @@ class Network:
         self.optimizer_ = None
         self._lock = threading.RLock()
         self._work_cache = None
+        self._trainer_cache = None
+        self._rollback_cache = None
         self._training_thread = None
 
         out_code = _network.ACTIVATION_SOFTMAX if self.output_activation == "softmax" else ACTIVATIONS[self.output_activation]
@@ -172,7 +174,7 @@ class Network:
         with self._lock:
             state = {k: v for k, v in self.__dict__.items()
                      if k not in ("_lock", "_grads", "_weights", "_biases", "_work_cache",
-                                  "_training_thread")}
+                                  "_trainer_cache", "_rollback_cache", "_training_thread")}
             state["_params"] = self._params.copy()
             for key in ("_rng", "loss_curve_", "history", "optimizer_"):
                 if key in state:
@@ -183,6 +185,8 @@ class Network:
         self.__dict__.update(state)
         self._lock = threading.RLock()
         self._work_cache = None
+        self._trainer_cache = None
+        self._rollback_cache = None
         self._training_thread = None
         self._grads = np.zeros_like(self._params)
         self._weights, self._biases = self._views(self._params)
@@ -290,6 +294,32 @@ class Network:
         # calls from sharing it.
         self._work_cache = (key, work) if work.nbytes <= _WORK_CACHE_BYTES else None
         return work
+
+    def _trainer(self, capacity, n_threads, state):
+        """A _network.Trainer for this capacity, thread count and optimizer state, kept for
+        the next call with the same ones (every epoch of a fit): a new one's workspace
+        would be paged in again by its first epoch. Only a small one is kept, as the
+        workspace of _work is."""
+        key = (capacity, n_threads, tuple(id(b) for b in state))
+        cached = self._trainer_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        self._check_plan_size(capacity, n_threads)
+        trainer = _network.Trainer(self._params, self._grads, state, self._sizes, self._acts,
+                                   self._loss_code, capacity, n_threads)
+        small = trainer.work_bytes <= _WORK_CACHE_BYTES
+        self._trainer_cache = (key, trainer) if small else None
+        return trainer
+
+    def _rollback_buffers(self, n_state):
+        """(params copy, state copies): buffers an epoch saves its start into, kept
+        between epochs for the same reason as the Trainer."""
+        cached = self._rollback_cache
+        if cached is None or len(cached[1]) != n_state:
+            cached = (np.empty_like(self._params),
+                      tuple(np.empty_like(self._params) for _ in range(n_state)))
+            self._rollback_cache = cached if self._params.nbytes <= _WORK_CACHE_BYTES else None
+        return cached
 
     def _run(self, X, labels, Y, want_grad, lr, weights=None):
         """(loss, bad) of one call of the compiled step; see _network.loss_gradients_step."""
@@ -520,9 +550,7 @@ class EpochRunner:
         capacity = min(batch_size, n) if n > 0 else 1
         lr, state = net._bind_optimizer(opt)
         self.state = state
-        net._check_plan_size(capacity, net.n_threads)
-        self.trainer = _network.Trainer(net._params, net._grads, tuple(state), net._sizes,
-                                        net._acts, net._loss_code, capacity, net.n_threads)
+        self.trainer = net._trainer(capacity, net.n_threads, tuple(state))
         self.trainer.bind(X, data.labels, data.Y if data.labels is None else None,
                           data.weights)
         kind, momentum, nesterov, beta1, beta2, eps = opt._hyper()
@@ -532,8 +560,7 @@ class EpochRunner:
         self.loss_scale = loss_scale
         # what a non-finite parameter after a step rolls back to: the epoch is replayed
         # from its start up to the last good step (the kernels are deterministic)
-        self.saved_params = np.empty_like(net._params)
-        self.saved_state = tuple(np.empty_like(b) for b in state)
+        self.saved_params, self.saved_state = net._rollback_buffers(len(state))
         self.steps_done = np.zeros(1, dtype=np.int64)   # kept current by the compiled loop
 
     def _set_lr(self):

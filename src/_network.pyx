@@ -266,6 +266,11 @@ cdef class Trainer:
         free_plan(&self.plan)
 
     @property
+    def work_bytes(self):
+        """Bytes of the workspace this Trainer allocated."""
+        return self.plan.work_size * (8 if self.f64 else 4)
+
+    @property
     def parts(self):
         """Row parts of a full batch (_plan.pxd)."""
         return self.plan.parts

@@ -16,7 +16,6 @@
 # per SIMD target (src/update.h, src/update_kernel.h).
 
 from cython cimport floating
-from cython.parallel cimport prange
 from libc.math cimport sqrt, pow
 
 cdef enum:
@@ -83,31 +82,3 @@ cdef inline void update_chunk(floating* p, const floating* g, floating* s1, floa
                               double* out) noexcept nogil:
     # update_chunk_sum of one gradient
     update_chunk_sum(p, g, NULL, s1, s2, n, o, decay, want_sq, out)
-
-
-cdef inline double update_block(floating* p, const floating* g, floating* s1, floating* s2,
-                                Py_ssize_t n, const OptStep* o, floating decay, bint want_sq,
-                                int n_threads, double* partials, bint* bad) noexcept nogil:
-    # One optimizer step over p[0:n]; returns sum p^2 before the step (0 unless want_sq),
-    # sets *bad when a new value is not finite. partials: 2 * update_chunks(n) doubles.
-    cdef Py_ssize_t c, n_chunks = update_chunks(n), lo
-    cdef double sq = 0
-    cdef int nt = n_threads if n >= UPDATE_PARALLEL_MIN else 1
-    if nt == 1:
-        for c in range(n_chunks):
-            lo = c * UPDATE_CHUNK
-            update_chunk(p + lo, g + lo, s1 + lo if s1 != NULL else NULL,
-                         s2 + lo if s2 != NULL else NULL, min(UPDATE_CHUNK, n - lo),
-                         o, decay, want_sq, partials + 2 * c)
-    else:
-        for c in prange(n_chunks, nogil=True, schedule="dynamic", num_threads=nt):
-            update_chunk(p + c * UPDATE_CHUNK, g + c * UPDATE_CHUNK,
-                         s1 + c * UPDATE_CHUNK if s1 != NULL else NULL,
-                         s2 + c * UPDATE_CHUNK if s2 != NULL else NULL,
-                         min(<Py_ssize_t>UPDATE_CHUNK, n - c * UPDATE_CHUNK),
-                         o, decay, want_sq, partials + 2 * c)
-    for c in range(n_chunks):
-        sq += partials[2 * c]
-        if partials[2 * c + 1] != 0:
-            bad[0] = True
-    return sq
