@@ -17,7 +17,8 @@ from cython.parallel cimport prange
 
 from _activations cimport (ACT_IDENTITY, ACT_SOFTMAX, activate_row, scale_by_derivative_row,
                           softmax_row, softmax_rows)
-from _gemm cimport gemm, gemm_scratch_size, EPI_STORE, EPI_FORWARD, EPI_DERIV, EPI_FORWARD_ACT
+from _gemm cimport (gemm, gemm_scratch_size, EPI_STORE, EPI_FORWARD, EPI_SGD, EPI_DERIV,
+                   EPI_FORWARD_ACT)
 
 cdef extern from "blocking.h":
     enum:
@@ -48,6 +49,7 @@ cdef inline Py_ssize_t dense_scratch_size(Py_ssize_t B, Py_ssize_t K, Py_ssize_t
 
 cdef enum:
     DOT_LANES = 8               # partial sums of one_output_rows
+    ONE_OUTPUT_CHUNK = 256      # weights stepped at a time by the fused SGD step
 
 
 cdef inline void one_output_rows(floating* Z, const floating* A_in, const floating* w,
@@ -105,6 +107,27 @@ cdef inline void one_output_weight_sums(floating* out, const floating* A_in,
             out[k] = out[k] + a[k] * d
 
 
+cdef inline void one_output_weight_step(floating* W, const floating* A_in,
+                                        const floating* dz, Py_ssize_t B, Py_ssize_t K,
+                                        floating lr, Py_ssize_t k_lo, Py_ssize_t k_hi,
+                                        floating* flag) noexcept nogil:
+    # W[k] -= lr * (the weight gradient's sum for k), k_lo <= k < k_hi, a chunk at a time;
+    # *flag = 1 when a new value is not finite. The same sums and the same two roundings as
+    # one_output_weight_sums followed by sgd_update.
+    cdef floating acc[ONE_OUTPUT_CHUNK]
+    cdef Py_ssize_t k0 = k_lo, k1, k
+    cdef floating x
+    while k0 < k_hi:
+        k1 = min(k0 + <Py_ssize_t>ONE_OUTPUT_CHUNK, k_hi)
+        one_output_weight_sums(acc, A_in, dz, B, K, k0, k1)
+        for k in range(k0, k1):
+            x = W[k] - lr * acc[k - k0]
+            W[k] = x
+            if x - x != 0:
+                flag[0] = 1
+        k0 = k1
+
+
 cdef inline void one_output_input_gradient(floating* dZ_in, const floating* dz,
                                            const floating* w, const floating* Z_in,
                                            const floating* A_in, Py_ssize_t lo,
@@ -136,15 +159,15 @@ cdef inline void dense_forward(floating* Z, floating* A_out,
         return
     if Z == A_out:
         gemm(A_out, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
-             EPI_FORWARD_ACT, NULL, b, NULL, NULL, act, n_threads)
+             EPI_FORWARD_ACT, NULL, b, NULL, NULL, act, 0, n_threads)
     elif act == ACT_SOFTMAX:
         # the logits Z = acc + b from the registers (a full tile), then the row pass
         gemm(Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
-             EPI_FORWARD_ACT, NULL, b, NULL, NULL, ACT_IDENTITY, n_threads)
+             EPI_FORWARD_ACT, NULL, b, NULL, NULL, ACT_IDENTITY, 0, n_threads)
         softmax_rows(A_out, Z, B, N)
     else:
         gemm(Z, N, A_in, K, 1, W, N, 1, B, N, K, scratch,
-             EPI_FORWARD, A_out, b, NULL, NULL, act, n_threads)
+             EPI_FORWARD, A_out, b, NULL, NULL, act, 0, n_threads)
 
 
 cdef inline void bias_gradient_block(floating* db, const floating* dZ, Py_ssize_t B,
@@ -200,8 +223,43 @@ cdef inline void weight_gradient(floating* dW, floating* db,
         one_output_weight_sums(dW, A_in, dZ, B, K, 0, K)
     else:
         gemm(dW, N, A_in, 1, K, dZ, N, 1, K, N, B, scratch,
-             EPI_STORE, NULL, NULL, NULL, NULL, 0, n_threads)
+             EPI_STORE, NULL, NULL, NULL, NULL, 0, 0, n_threads)
     bias_gradient(db, dZ, B, N)
+
+
+cdef inline void weight_update(floating* W, floating* b, floating* db,
+                               const floating* A_in, const floating* dZ,
+                               Py_ssize_t B, Py_ssize_t K, Py_ssize_t N, floating lr,
+                               int n_threads, floating* scratch, bint* bad) noexcept nogil:
+    # W (K, N) -= lr * A_in^T @ dZ;  b (N) -= lr * db, db (N) = sum over rows of dZ.
+    # The SGD step fused into the weight-gradient product: each tile of dW is subtracted
+    # from W straight from registers, never stored (a one-output layer's sums go through
+    # a chunk on the stack). Exact: the same sums as weight_gradient followed by
+    # sgd_update, in the same order. *bad is set when a new value is not finite.
+    cdef floating flag = 0
+    if N == 1:
+        one_output_weight_step(W, A_in, dZ, B, K, lr, 0, K, &flag)
+    else:
+        gemm(W, N, A_in, 1, K, dZ, N, 1, K, N, B, scratch,
+             EPI_SGD, &flag, NULL, NULL, NULL, 0, lr, n_threads)
+    bias_step(b, db, dZ, B, N, lr, 0, N, &flag)
+    if flag != 0:
+        bad[0] = True
+
+
+cdef inline void bias_step(floating* b, floating* db, const floating* dZ,
+                           Py_ssize_t B, Py_ssize_t N, floating lr,
+                           Py_ssize_t j_lo, Py_ssize_t j_hi, floating* flag) noexcept nogil:
+    # db[j] = sum over rows of dZ[:, j];  b[j] -= lr * db[j];  *flag = 1 when a new b[j]
+    # is not finite; for j_lo <= j < j_hi
+    cdef Py_ssize_t j
+    cdef floating x
+    bias_gradient_columns(db, dZ, B, N, j_lo, j_hi)
+    for j in range(j_lo, j_hi):
+        x = b[j] - lr * db[j]
+        b[j] = x
+        if x - x != 0:
+            flag[0] = 1
 
 
 cdef inline void input_gradient(floating* dZ_in,
@@ -218,7 +276,7 @@ cdef inline void input_gradient(floating* dZ_in,
         one_output_input_gradient(dZ_in, dZ, W, Z_in, A_in, 0, B, K, act_in)
         return
     gemm(dZ_in, K, dZ, N, 1, W, 1, N, B, K, N, scratch,
-         EPI_DERIV, NULL, NULL, Z_in, A_in, act_in, n_threads)
+         EPI_DERIV, NULL, NULL, Z_in, A_in, act_in, 0, n_threads)
 
 
 cdef inline void sgd_update(floating* param, const floating* grad, Py_ssize_t n,

@@ -45,10 +45,10 @@ cdef extern from "gemm.h" nogil:
                                    const double*, Py_ssize_t, double*)
     ctypedef void (*fastbp_mk_epi_f32)(Py_ssize_t, const float*, Py_ssize_t, Py_ssize_t,
                                        const float*, Py_ssize_t, int, int, float*, Py_ssize_t,
-                                       float*, const float*)
+                                       float*, const float*, float)
     ctypedef void (*fastbp_mk_epi_f64)(Py_ssize_t, const double*, Py_ssize_t, Py_ssize_t,
                                        const double*, Py_ssize_t, int, int, double*,
-                                       Py_ssize_t, double*, const double*)
+                                       Py_ssize_t, double*, const double*, double)
     ctypedef struct fastbp_target:
         int code
         int mr_f32, nr_f32, mr_f64, nr_f64
@@ -64,8 +64,10 @@ cdef extern from "gemm.h" nogil:
         FASTBP_MAX_NR
         FASTBP_EPI_STORE
         FASTBP_EPI_FORWARD
+        FASTBP_EPI_SGD
         FASTBP_EPI_DERIV
         FASTBP_EPI_FORWARD_ACT
+        FASTBP_REGISTER_SGD
         FASTBP_ACT_IDENTITY
         FASTBP_ACT_RELU
         FASTBP_ACT_LEAKY_RELU
@@ -73,6 +75,9 @@ cdef extern from "gemm.h" nogil:
 cdef enum:
     EPI_STORE = 0       # C = acc
     EPI_FORWARD = 1     # C = acc + bias;  C2 = f_act(C)  (softmax: left to a row pass)
+    EPI_SGD = 2         # C -= lr * acc  (W stepped with its gradient, which is never
+                        # stored); C2, if not NULL, is set to 1 when a new value is not
+                        # finite
     EPI_DERIV = 4       # C = acc * f'_act(Z, A): C, Z, A are M x N, leading dimension ldc
     EPI_FORWARD_ACT = 5 # C = f_act(acc + bias): a layer that keeps no Z, or the logits of
                         # a softmax layer (act identity; the softmax is a row pass after)
@@ -121,11 +126,12 @@ cdef inline void tile_epilogue(floating* tile, Py_ssize_t nr_full,
                                Py_ssize_t m0, Py_ssize_t mr, Py_ssize_t n0, Py_ssize_t nr,
                                floating* C, Py_ssize_t ldc, floating* C2,
                                const floating* bias, const floating* Z, const floating* A,
-                               int kind, int act) noexcept nogil:
+                               int kind, int act, floating lr) noexcept nogil:
     cdef Py_ssize_t i, j, idx
     cdef floating* c
     cdef floating* t
     cdef floating x, z
+    cdef int bad
     for i in range(mr):
         t = tile + i * nr_full
         c = C + (m0 + i) * ldc + n0
@@ -148,6 +154,15 @@ cdef inline void tile_epilogue(floating* tile, Py_ssize_t nr_full,
         if kind == EPI_STORE:
             for j in range(nr):
                 c[j] = t[j]
+        elif kind == EPI_SGD:
+            # two roundings, fl(c - fl(lr t)), as sgd_update (this module has no FMA)
+            bad = 0
+            for j in range(nr):
+                x = c[j] - lr * t[j]
+                c[j] = x
+                bad |= x - x != 0       # NaN unless x is finite
+            if bad and C2 != NULL:
+                C2[0] = 1               # several threads may store the same 1: harmless
         else:  # EPI_FORWARD, EPI_FORWARD_ACT
             for j in range(nr):
                 c[j] = t[j] + bias[n0 + j]
@@ -163,6 +178,8 @@ cdef inline int register_epilogue(int kind, int act) noexcept nogil:
     # to a full tile (gemm_microkernel.h), or -1 when only tile_epilogue does it.
     if kind == EPI_STORE:
         return FASTBP_EPI_STORE
+    if kind == EPI_SGD:
+        return FASTBP_EPI_SGD if FASTBP_REGISTER_SGD else -1
     if act != ACT_IDENTITY and act != ACT_RELU and act != ACT_LEAKY_RELU:
         return -1
     if kind == EPI_FORWARD:
@@ -188,7 +205,7 @@ cdef inline void run_tile(const fastbp_target* tgt, bint narrow, Py_ssize_t NR, 
                           Py_ssize_t m0, Py_ssize_t mr, Py_ssize_t n0, Py_ssize_t nr,
                           floating* C, Py_ssize_t ldc, floating* C2,
                           const floating* bias, const floating* Z, const floating* A,
-                          int kind, int act, bint full_rows) noexcept nogil:
+                          int kind, int act, floating lr, bint full_rows) noexcept nogil:
     # A function of its own so that each thread's tile lives on that thread's stack.
     cdef floating tile[FASTBP_MAX_MR * FASTBP_MAX_NR]
     cdef int epi = register_epilogue(kind, act)
@@ -199,20 +216,20 @@ cdef inline void run_tile(const fastbp_target* tgt, bint narrow, Py_ssize_t NR, 
         # a full tile whose epilogue the micro-kernel applies from registers
         v = (bias + n0 if kind == EPI_FORWARD or kind == EPI_FORWARD_ACT
              else (Z + at if kind == EPI_DERIV else NULL))
-        # C2: EPI_FORWARD's activation output, NULL for the other kinds
-        c2 = C2 + at if C2 != NULL else NULL
+        # C2: EPI_FORWARD's activation output, EPI_SGD's one-element flag, or NULL
+        c2 = C2 if kind == EPI_SGD or C2 == NULL else C2 + at
         if floating is float:
             (tgt.mk_narrow_epi_f32 if narrow else tgt.mk_epi_f32)(
-                R, a, a_si, a_sk, b, b_sk, epi, register_act(act), C + at, ldc, c2, v)
+                R, a, a_si, a_sk, b, b_sk, epi, register_act(act), C + at, ldc, c2, v, lr)
         else:
             (tgt.mk_narrow_epi_f64 if narrow else tgt.mk_epi_f64)(
-                R, a, a_si, a_sk, b, b_sk, epi, register_act(act), C + at, ldc, c2, v)
+                R, a, a_si, a_sk, b, b_sk, epi, register_act(act), C + at, ldc, c2, v, lr)
         return
     if floating is float:
         (tgt.mk_narrow_f32 if narrow else tgt.mk_f32)(R, a, a_si, a_sk, b, b_sk, tile)
     else:
         (tgt.mk_narrow_f64 if narrow else tgt.mk_f64)(R, a, a_si, a_sk, b, b_sk, tile)
-    tile_epilogue(tile, NR, m0, mr, n0, nr, C, ldc, C2, bias, Z, A, kind, act)
+    tile_epilogue(tile, NR, m0, mr, n0, nr, C, ldc, C2, bias, Z, A, kind, act, lr)
 
 
 cdef inline void pack_block(floating* dst, Py_ssize_t width, const floating* src,
@@ -277,7 +294,7 @@ cdef inline void gemm_panel(const fastbp_target* tgt, bint narrow, Py_ssize_t nb
                             Py_ssize_t M, Py_ssize_t N, Py_ssize_t R,
                             floating* C, Py_ssize_t ldc, floating* C2, const floating* bias,
                             const floating* Z, const floating* Az, int kind,
-                            int act) noexcept nogil:
+                            int act, floating lr) noexcept nogil:
     # Column panel nb of C over row panels mb_lo..mb_hi-1: pack it from B into b_pack
     # (this thread's) unless it can be read in place, then sweep those row panels with it.
     cdef Py_ssize_t n0 = nb * NR, nr = min(NR, N - nb * NR), mb, m0, mr, b_sk
@@ -294,10 +311,10 @@ cdef inline void gemm_panel(const fastbp_target* tgt, bint narrow, Py_ssize_t nb
         mr = min(MR, M - m0)
         if a_inplace and mr == MR:
             run_tile(tgt, narrow, NR, R, A + m0 * a_sm, a_sm, a_sr, b_ptr, b_sk, m0, mr, n0, nr,
-                     C, ldc, C2, bias, Z, Az, kind, act, True)
+                     C, ldc, C2, bias, Z, Az, kind, act, lr, True)
         else:
             run_tile(tgt, narrow, NR, R, a_pack + mb * MR * R, 1, MR, b_ptr, b_sk, m0, mr, n0, nr,
-                     C, ldc, C2, bias, Z, Az, kind, act, mr == MR)
+                     C, ldc, C2, bias, Z, Az, kind, act, lr, mr == MR)
 
 
 cdef inline void gemm(floating* C, Py_ssize_t ldc,
@@ -305,7 +322,7 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
                       const floating* B, Py_ssize_t b_sr, Py_ssize_t b_sn,
                       Py_ssize_t M, Py_ssize_t N, Py_ssize_t R,
                       floating* scratch, int kind, floating* C2, const floating* bias,
-                      const floating* Z, const floating* Az, int act,
+                      const floating* Z, const floating* Az, int act, floating lr,
                       int n_threads) noexcept nogil:
     # C (M x N, leading dimension ldc) from a (M x R) and b (R x N) as described at the
     # top of this file; see EPI_* for what is written.
@@ -363,11 +380,11 @@ cdef inline void gemm(floating* C, Py_ssize_t ldc,
             for nb in range(n_nb):
                 gemm_panel(tgt, narrow, nb, MR, NR, mb_lo, mb_hi, a_inplace, b_inplace,
                            a_pack, b_packs, A, a_sm, a_sr, B, b_sr, b_sn, M, N, R, C, ldc,
-                           C2, bias, Z, Az, kind, act)
+                           C2, bias, Z, Az, kind, act, lr)
         else:
             for nb in prange(n_nb, nogil=True, schedule="dynamic", num_threads=nt):
                 gemm_panel(tgt, narrow, nb, MR, NR, mb_lo, mb_hi, a_inplace, b_inplace,
                            a_pack, b_packs + threadid() * NR * R,
                            A, a_sm, a_sr, B, b_sr, b_sn, M, N, R, C, ldc, C2, bias, Z, Az,
-                           kind, act)
+                           kind, act, lr)
         mb_lo = mb_hi

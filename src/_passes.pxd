@@ -17,7 +17,7 @@ from libc.stdint cimport int64_t
 from libc.string cimport memcpy
 
 from _plan cimport Plan, part_rows, active_parts
-from _dense cimport dense_forward, weight_gradient, input_gradient
+from _dense cimport dense_forward, weight_gradient, weight_update, input_gradient
 from _losses cimport loss_rows, loss_norm, weight_sum
 from _optim cimport (OptStep, OPT_NONE, OPT_SGD, UPDATE_CHUNK, UPDATE_PARALLEL_MIN, update_chunks,
                      update_chunk)
@@ -67,6 +67,15 @@ cdef struct Buffers:
     void* w_buf                  # capacity row weights (with rows and weights)
 
 
+cdef struct FusedSgd:
+    # Plain SGD (no momentum, no penalty) of a one-part plan, taken in the backward pass:
+    # W_l -= lr dW_l straight from the weight product's registers, dW_l never stored
+    # (_dense.pxd's weight_update); storing a large layer's gradient and stepping after
+    # cost a fifth of a 784-128-10 epoch on one thread (benchmarks/RESULTS.md).
+    double lr
+    bint not_finite              # OUT: a new value is not finite
+
+
 cdef inline void gather_rows(const Plan* p, floating* work, const floating* X,
                              const floating* Y, const int64_t* rows, Py_ssize_t lo,
                              Py_ssize_t hi) noexcept nogil:
@@ -97,7 +106,7 @@ cdef inline double rows_pass(const Plan* p, const floating* params, floating* G,
                              floating* work, floating* scratch, const floating* X,
                              const int64_t* labels, const floating* Y, const floating* w,
                              Py_ssize_t lo, Py_ssize_t hi, double scale, double norm,
-                             int n_threads) noexcept nogil:
+                             int n_threads, FusedSgd* sgd) noexcept nogil:
     # Rows [lo, hi) of a batch through forward, loss and (G not NULL) backward; returns
     # their share of the loss sum, sum_i r_i l_i (r_i: row weight or 1), which the caller
     # adds to the other parts' and divides by norm. The gradients of these rows go into G
@@ -105,7 +114,9 @@ cdef inline double rows_pass(const Plan* p, const floating* params, floating* G,
     #   dZ_L = scale r_i / norm dl_i/dZ_L,   dW_l = A_{l-1}^T dZ_l,   db_l = sum_rows dZ_l,
     #   dZ_{l-1} = (dZ_l W_l^T) * f'_{l-1}(Z_{l-1})
     # Pointers are at the batch's first row. The dZ rows of a part start widest * lo into
-    # their slot, so parts never share a row whatever the layers' widths.
+    # their slot, so parts never share a row whatever the layers' widths. sgd (not NULL)
+    # steps each layer in place of storing its weight gradient (G then holds only the
+    # bias gradients), unless the loss is not finite, when nothing is stepped.
     cdef Py_ssize_t L = p.n_layers, l, K, N, B = hi - lo, nL = p.sizes[L]
     cdef const floating* a_in
     cdef floating* dz[2]
@@ -118,24 +129,30 @@ cdef inline double rows_pass(const Plan* p, const floating* params, floating* G,
                       labels + lo if labels != NULL else NULL,
                       Y + lo * nL if Y != NULL else NULL, w + lo if w != NULL else NULL,
                       B, nL, p.loss, p.acts[L - 1], scale, norm, True)
-    if G == NULL:
+    if G == NULL or (sgd != NULL and not isfinite(total)):
         return total
     for l in range(L - 1, -1, -1):
         K = p.sizes[l]
         N = p.sizes[l + 1]
         a_in = X + lo * K if l == 0 else work + p.a_off[l] + lo * K
-        weight_gradient(G + p.w_off[l], G + p.b_off[l], a_in, dz[l % 2], B, K, N,
-                        n_threads, scratch)
         if l > 0:
+            # before the weights' step: dZ_{l-1} needs this step's W_l
             input_gradient(dz[(l - 1) % 2], dz[l % 2], params + p.w_off[l],
                            work + p.z_off[l - 1] + lo * K, work + p.a_off[l] + lo * K,
                            B, K, N, p.acts[l - 1], n_threads, scratch)
+        if sgd != NULL:
+            weight_update(<floating*>params + p.w_off[l], <floating*>params + p.b_off[l],
+                          G + p.b_off[l], a_in, dz[l % 2], B, K, N, <floating>sgd.lr,
+                          n_threads, scratch, &sgd.not_finite)
+        else:
+            weight_gradient(G + p.w_off[l], G + p.b_off[l], a_in, dz[l % 2], B, K, N,
+                            n_threads, scratch)
     return total
 
 
 cdef inline void part_pass(const Plan* p, const Buffers* buf, const Batch* batch,
                            int part, int parts, double scale, double norm, bint want_grad,
-                           int n_threads, floating* dtype) noexcept nogil:
+                           int n_threads, FusedSgd* sgd, floating* dtype) noexcept nogil:
     # Part `part` of `parts` of the batch on this thread: its rows gathered (when the batch
     # comes by row indices), then rows_pass into its own gradient buffer; its loss sum
     # goes to p.part_loss[part]. n_threads share each product's tiles (one-part plans).
@@ -159,7 +176,7 @@ cdef inline void part_pass(const Plan* p, const Buffers* buf, const Batch* batch
              else work + p.part_grads_off + (part - 1) * p.n_params)
     p.part_loss[part] = rows_pass(p, <const floating*>buf.params, G, work,
                                   work + p.scratch_off + part * p.scratch_len, X, labels, Y,
-                                  w, lo, hi, scale, norm, n_threads)
+                                  w, lo, hi, scale, norm, n_threads, sgd)
 
 
 cdef inline void sgd_chunk(floating* param, const floating* grad, Py_ssize_t n, floating lr,
@@ -291,6 +308,8 @@ cdef inline double step(const Plan* p, const Buffers* buf, const Batch* batch,
     # batch's loss before the step, times obj.scale, and fills *out (a bad input: NaN,
     # nothing computed).
     # n_threads share the parts and update units, or a one-part plan's products.
+    cdef FusedSgd sgd
+    cdef bint fused
     cdef Py_ssize_t B = batch.size, i, u, units = p.unit_base[p.n_layers]
     cdef int parts = active_parts(B, p.parts), q, nt
     cdef const floating* w = <const floating*>batch.w
@@ -319,7 +338,8 @@ cdef inline double step(const Plan* p, const Buffers* buf, const Batch* batch,
         # thread the same parts and units each step, so their buffers stay in its cache.
         with parallel(num_threads=nt):
             for q in prange(parts, schedule="static"):
-                part_pass(p, buf, batch, q, parts, obj.scale, norm, want_grad, 1, dtype)
+                part_pass(p, buf, batch, q, parts, obj.scale, norm, want_grad, 1, NULL,
+                          dtype)
             fastbp_omp_barrier()    # every part done before any thread reads their sums
             if want_grad and (not update or isfinite(batch_loss(p, parts, obj.scale, norm))):
                 for u in prange(units, schedule="static"):
@@ -329,11 +349,18 @@ cdef inline double step(const Plan* p, const Buffers* buf, const Batch* batch,
             return value
     else:
         # one part (its products share tiles among the threads), or one thread
+        fused = (p.parts == 1 and update and o.kind == OPT_SGD and buf.state1 == NULL
+                 and decay == 0)
+        sgd.lr = o.lr
+        sgd.not_finite = False
         for q in range(parts):
             part_pass(p, buf, batch, q, parts, obj.scale, norm, want_grad,
-                      n_threads if p.parts == 1 else 1, dtype)
+                      n_threads if p.parts == 1 else 1, &sgd if fused else NULL, dtype)
         value = batch_loss(p, parts, obj.scale, norm)
         if not want_grad or (update and not isfinite(value)):
+            return value
+        if fused:
+            out.not_finite = sgd.not_finite
             return value
         nt = n_threads if p.n_params >= UPDATE_PARALLEL_MIN else 1
         nt = <int>min(<Py_ssize_t>nt, units)

@@ -40,18 +40,29 @@ enum { FASTBP_MAX_MR = 8, FASTBP_MAX_NR = 32 };
 enum {
     FASTBP_EPI_STORE = 0,
     FASTBP_EPI_FORWARD = 1,
+    FASTBP_EPI_SGD = 2,
     FASTBP_EPI_DERIV = 4,
     FASTBP_EPI_FORWARD_ACT = 5
 };
+
+/* The register epilogue does the SGD step only where an empty asm can hold lr * acc in a
+ * register, which keeps the compiler from fusing it into the subtraction (GCC fuses
+ * across statements under -ffp-contract=fast, its default for GNU C). */
+#if (defined(__GNUC__) || defined(__clang__)) && (defined(__x86_64__) || defined(__i386__))
+#define FASTBP_REGISTER_SGD 1
+#define FASTBP_NO_CONTRACT(v) __asm__("" : "+x"(v))
+#else
+#define FASTBP_REGISTER_SGD 0
+#endif
 enum { FASTBP_ACT_IDENTITY = 0, FASTBP_ACT_RELU = 1, FASTBP_ACT_LEAKY_RELU = 2 };
 
-/* epilogue micro-kernel: (kc, A, a_si, a_sk, B, b_sk, kind, act, C, ldc, C2, V) */
+/* epilogue micro-kernel: (kc, A, a_si, a_sk, B, b_sk, kind, act, C, ldc, C2, V, lr) */
 typedef void (*fastbp_mk_epi_f32)(ptrdiff_t, const float *, ptrdiff_t, ptrdiff_t,
                                   const float *, ptrdiff_t, int, int, float *, ptrdiff_t,
-                                  float *, const float *);
+                                  float *, const float *, float);
 typedef void (*fastbp_mk_epi_f64)(ptrdiff_t, const double *, ptrdiff_t, ptrdiff_t,
                                   const double *, ptrdiff_t, int, int, double *, ptrdiff_t,
-                                  double *, const double *);
+                                  double *, const double *, double);
 
 /* Each target has a full-width tile and a narrow one (one vector per row, NR / 2) for
  * products with at most NR / 2 columns, such as a 10-class output layer: they would

@@ -58,16 +58,21 @@ MK_TARGET static void MK_NAME(ptrdiff_t kc, const MK_T *restrict A, ptrdiff_t a_
  *   kind FASTBP_EPI_FORWARD_ACT:  C = f_act(acc + V)  (a layer that keeps no Z, or a
  *                             softmax layer's logits with act identity)
  *   kind FASTBP_EPI_DERIV:    C = acc * f'_act(V)  (V: Z, row stride ldc)
+ *   kind FASTBP_EPI_SGD:      C -= lr * acc; *C2 = 1 when a new value is not finite
+ *                             (only where FASTBP_REGISTER_SGD)
  * for act identity, relu or leaky_relu: exactly the arithmetic of _gemm.pxd's
- * tile_epilogue (no multiply-add is formed: each value is one rounding, as there).
+ * tile_epilogue (no multiply-add is formed: each value is one rounding, as there; the SGD
+ * step keeps lr * acc from being fused into the subtraction, so that the fused update
+ * equals the weight gradient followed by sgd_update bit for bit).
  * Masks are the lanes' comparison results (all ones or zero) used bitwise, so a NaN
  * goes where the Cython epilogue sends it: relu keeps it, the derivatives zero it. */
 MK_TARGET static void MK_EPI_NAME(ptrdiff_t kc, const MK_T *restrict A, ptrdiff_t a_si,
                                   ptrdiff_t a_sk, const MK_T *restrict B, ptrdiff_t b_sk,
                                   int kind, int act, MK_T *restrict C, ptrdiff_t ldc,
-                                  MK_T *restrict C2, const MK_T *restrict V)
+                                  MK_T *restrict C2, const MK_T *restrict V, MK_T lr)
 {
     const MK_VEC zero = {0};
+    MK_IVEC bad = {0};
     const MK_VEC one = zero + (MK_T)1;
     const MK_VEC slope = zero + (MK_T)0.01;
     MK_ACCUMULATE
@@ -94,6 +99,15 @@ MK_TARGET static void MK_EPI_NAME(ptrdiff_t kc, const MK_T *restrict A, ptrdiff_
                 }
                 memcpy((kind == FASTBP_EPI_FORWARD ? C2 : C) + i * ldc + v * MK_VW, &y,
                        sizeof(MK_VEC));
+#if FASTBP_REGISTER_SGD
+            } else if (kind == FASTBP_EPI_SGD) {
+                y = x * lr;
+                FASTBP_NO_CONTRACT(y);
+                memcpy(&w, C + i * ldc + v * MK_VW, sizeof(MK_VEC));
+                w = w - y;
+                memcpy(C + i * ldc + v * MK_VW, &w, sizeof(MK_VEC));
+                bad |= (w - w) != zero; /* NaN unless finite */
+#endif
             } else { /* FASTBP_EPI_DERIV */
                 if (act != FASTBP_ACT_IDENTITY) {
                     memcpy(&w, V + i * ldc + v * MK_VW, sizeof(MK_VEC));
@@ -106,6 +120,11 @@ MK_TARGET static void MK_EPI_NAME(ptrdiff_t kc, const MK_T *restrict A, ptrdiff_
                 memcpy(C + i * ldc + v * MK_VW, &x, sizeof(MK_VEC));
             }
         }
+    }
+    if (kind == FASTBP_EPI_SGD && C2 != NULL) {
+        for (i = 0; i < MK_VW; i++)
+            if (bad[i])
+                C2[0] = 1; /* several threads may store the same 1: harmless */
     }
 }
 #endif
