@@ -18,7 +18,8 @@ import pytest
 import fastbp
 from fastbp import _network, optim
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the folder the fastbp under test comes from (the source tree or site-packages)
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastbp.__file__)))
 
 SCRIBBLE = textwrap.dedent("""
     import threading, numpy as np, fastbp
@@ -113,11 +114,12 @@ SCRIBBLE = textwrap.dedent("""
 """)
 
 
-def test_scribbling_over_the_callers_arrays_during_calls_never_crashes():
-    # In a subprocess, so that a crash fails this test instead of ending the suite.
+def test_scribbling_over_the_callers_arrays_during_calls_never_crashes(tmp_path):
+    # In a subprocess, so that a crash fails this test instead of ending the suite; run
+    # from an empty folder, so that it imports the fastbp under test, not a source tree
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
     r = subprocess.run([sys.executable, "-c", SCRIBBLE], capture_output=True, text=True,
-                       timeout=300, env=env)
+                       timeout=300, env=env, cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     line = [s for s in r.stdout.splitlines() if s.startswith("OUTCOMES")][0]
     assert line.startswith("OUTCOMES 36 "), line
