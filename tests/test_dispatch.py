@@ -232,9 +232,9 @@ def test_fused_sgd_step_equals_gradient_then_update(target, dtype, sizes, n_thre
     # Plain SGD is fused into the weight-gradient product (W -= lr * tile straight from
     # the registers for full tiles, from the tile buffer for the edges). It must be the
     # unfused step bit for bit: the same sums, then fl(W - fl(lr * dW)) as NumPy does it.
-    # Batches of 37 rows take the fused step; 67 (64 or more) are computed in halves,
-    # whose step is not fused. Both have full row panels and a partial one for every
-    # target's MR.
+    # Batches of 37 and 67 rows (one row part each: these networks are too small for
+    # more, see src/_plan.pxd) take the fused step; both have full row panels and a
+    # partial one for every target's MR.
     rng = np.random.default_rng(len(sizes))
     for B in (37, 67):
         X = rng.standard_normal((B, sizes[0])).astype(dtype)
@@ -250,9 +250,9 @@ def test_fused_sgd_step_equals_gradient_then_update(target, dtype, sizes, n_thre
 def test_fused_sgd_step_of_a_one_output_layer(target, dtype, loss, n_threads):
     # A layer of one output steps its weights with vector loops, a chunk of
     # ONE_OUTPUT_CHUNK (256) at a time (src/_dense.pxd): 300 inputs are a full chunk and a
-    # partial one. 7 rows take that fused step; 67 rows are computed in halves, whose
-    # plain SGD step is not fused (both must equal gradient then update bit for bit). A
-    # step that overflows a weight raises and keeps every parameter.
+    # partial one. Batches of 7 and 67 rows take that fused step (both must equal gradient
+    # then update bit for bit). A step that overflows a weight raises and keeps every
+    # parameter.
     sizes = [5, 300, 1]
     rng = np.random.default_rng(11)
     for B in (7, 67):

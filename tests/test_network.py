@@ -57,7 +57,7 @@ def assert_close(fast, ref, tol, what):
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("activation", ACTIVATIONS)
-@pytest.mark.parametrize("B", [33, 131])    # 131: gradients in halves of 66 and 65 rows
+@pytest.mark.parametrize("B", [33, 131])
 def test_parity_with_reference(B, activation, loss, dtype):
     net, ref = pair(activation, loss, dtype)
     rng = np.random.default_rng(1)

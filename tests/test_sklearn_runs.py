@@ -125,7 +125,7 @@ def test_runs_of_epochs_equal_the_loop_epoch_by_epoch(name, dtype, monkeypatch, 
         assert [w for w in warn_a if w[0] is ConvergenceWarning]
     if name == "nesterov_adaptive":
         assert a._learning_rate < params.get("learning_rate_init", 1e-3) / 20
-    # the fit in runs ran every epoch in them (one thread: no timed team choice)
+    # the fit in runs ran every epoch in them
     assert sum(count_runs) == a.n_iter_
     assert len(count_runs) >= 1
 

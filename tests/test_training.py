@@ -112,9 +112,8 @@ OPTIMIZERS = {
 PENALTIES = {"none": (0.0, False), "l2": (0.02, False), "l2_per_sample": (0.5, True)}
 PARITY_SIZES = [6, 9, 7, 5, 4]      # three hidden layers: relu, tanh, gelu
 PARITY_EPOCHS = 3
-# (rows, batch size): 8 does not divide 37 (a batch of 5); batches of 65 rows are
-# computed in two halves of 33 and 32 (src/_network.pyx, batch_parts), and 151 = 2 * 65
-# + 21 ends with halves of 11 and 10
+# (rows, batch size): 8 does not divide 37 (a batch of 5); 151 = 2 * 65 + 21 ends with a
+# batch of 21 (row parts are covered in tests/test_engine.py)
 PARITY_BATCHES = [(37, 8), (151, 65)]
 
 
@@ -350,7 +349,7 @@ def _first_batches(make_opt, X, y, n_rows, batch=DIV_B):
 
 @overflow_ok
 @pytest.mark.parametrize("case", list(DIVERGE))
-@pytest.mark.parametrize("batch", [DIV_B, 64])     # 64: each batch in two halves
+@pytest.mark.parametrize("batch", [DIV_B, 64])
 def test_parameter_overflow_in_train_epoch_keeps_last_finite_step(case, batch):
     make_opt, scale, quiet = DIVERGE[case]
     X, y, n_good = _quiet_then_loud(scale, quiet, batch=batch)
