@@ -55,40 +55,35 @@ def _serialized(method):
     return locked
 
 
-def _changes_state(method):
+def _training_call(marks_busy):
     """_serialized for a call that changes the network's training state (parameters,
     optimizer, gradients, history). The lock is reentrant, so a callback or a signal
     handler of a running fit or train_epoch on the same thread would get in: it is refused
-    instead, as it would corrupt the outer call's history, optimizer and rollback copy."""
-    @functools.wraps(method)
-    def locked(self, *args, **kwargs):
-        with self._lock:
-            if self._training_thread == threading.get_ident():
-                raise RuntimeError(
-                    f"Network.{method.__name__} cannot run while a fit or train_epoch of "
-                    "this network is running on this thread (from a callback or a signal "
-                    "handler); read-only calls (forward, predict, loss, save) can")
-            return method(self, *args, **kwargs)
-    return locked
+    instead, as it would corrupt the outer call's history, optimizer and rollback copy.
+    marks_busy: fit and train_epoch, which mark the network busy on this thread."""
+    def decorate(method):
+        @functools.wraps(method)
+        def locked(self, *args, **kwargs):
+            with self._lock:
+                me = threading.get_ident()
+                if self._training_thread == me:
+                    raise RuntimeError(
+                        f"Network.{method.__name__} cannot run while a fit or train_epoch "
+                        "of this network is running on this thread (from a callback or a "
+                        "signal handler); read-only calls (forward, predict, loss, save) can")
+                if not marks_busy:
+                    return method(self, *args, **kwargs)
+                self._training_thread = me
+                try:
+                    return method(self, *args, **kwargs)
+                finally:
+                    self._training_thread = None
+        return locked
+    return decorate
 
 
-def _training_loop(method):
-    """_changes_state for fit and train_epoch, which mark the network busy on this thread while
-    they run."""
-    @functools.wraps(method)
-    def locked(self, *args, **kwargs):
-        with self._lock:
-            if self._training_thread == threading.get_ident():
-                raise RuntimeError(
-                    f"Network.{method.__name__} cannot run while a fit or train_epoch of "
-                    "this network is running on this thread (from a callback or a signal "
-                    "handler)")
-            self._training_thread = threading.get_ident()
-            try:
-                return method(self, *args, **kwargs)
-            finally:
-                self._training_thread = None
-    return locked
+_changes_state = _training_call(marks_busy=False)
+_training_loop = _training_call(marks_busy=True)
 
 
 class ParameterList(list):

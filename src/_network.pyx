@@ -113,29 +113,19 @@ def work_size(const Py_ssize_t[::1] sizes, const int[::1] acts, Py_ssize_t capac
     return p.n_params, p.work_size
 
 
-cdef inline void* data_of(object array, object dtype, Py_ssize_t length, str name) except NULL:
-    # the address of a writable, C-contiguous array of `dtype` with at least `length`
-    # elements (the memory a Trainer or entry point keeps a pointer into)
+cdef inline void* data_of(object array, object dtype, Py_ssize_t length, str name,
+                          bint writable=True) except NULL:
+    # the address of a C-contiguous array of `dtype` with at least `length` elements (the
+    # memory a Trainer or entry point keeps a pointer into); writable unless only read
     if (not isinstance(array, np.ndarray) or array.dtype != dtype
-            or not array.flags.c_contiguous or not array.flags.writeable
-            or array.size < length):
-        raise ValueError(f"{name}: a writable C-contiguous {np.dtype(dtype).name} array of "
-                         f"at least {length} elements is needed")
-    if length == 0 and array.size == 0:
+            or not array.flags.c_contiguous or array.size < length
+            or (writable and not array.flags.writeable)):
+        raise ValueError(f"{name}: a {'writable ' if writable else ''}C-contiguous "
+                         f"{np.dtype(dtype).name} array of at least {length} elements is "
+                         f"needed")
+    if array.size == 0:
         return <void*><Py_ssize_t>1     # never read: a non-NULL marker
     return <void*><Py_ssize_t>array.__array_interface__["data"][0]
-
-
-cdef inline const void* const_data_of(object array, object dtype, Py_ssize_t length,
-                                      str name) except NULL:
-    # data_of for an array only read (read-only input is accepted)
-    if (not isinstance(array, np.ndarray) or array.dtype != dtype
-            or not array.flags.c_contiguous or array.size < length):
-        raise ValueError(f"{name}: a C-contiguous {np.dtype(dtype).name} array of at least "
-                         f"{length} elements is needed")
-    if array.size == 0:
-        return <void*><Py_ssize_t>1
-    return <const void*><Py_ssize_t>array.__array_interface__["data"][0]
 
 
 def forward(floating[::1] params, floating[::1] work, const Py_ssize_t[::1] sizes,
@@ -306,22 +296,22 @@ cdef class Trainer:
         cdef Py_ssize_t nL = self.plan.sizes[self.plan.n_layers]
         if X.ndim != 2 or X.shape[1] != n0:
             raise ValueError("Trainer.bind: X has the wrong shape")
-        self.batch.X = const_data_of(X, self.dtype, n * n0, "X")
+        self.batch.X = data_of(X, self.dtype, n * n0, "X", False)
         self.batch.labels = NULL
         self.batch.Y = NULL
         self.batch.w = NULL
         if labels is not None:
             if labels.shape != (n,):
                 raise ValueError("Trainer.bind: labels has the wrong shape")
-            self.batch.labels = <const int64_t*>const_data_of(labels, np.int64, n, "labels")
+            self.batch.labels = <const int64_t*>data_of(labels, np.int64, n, "labels", False)
         else:
             if Y is None or Y.shape != (n, nL):
                 raise ValueError("Trainer.bind: Y has the wrong shape")
-            self.batch.Y = const_data_of(Y, self.dtype, n * nL, "Y")
+            self.batch.Y = data_of(Y, self.dtype, n * nL, "Y", False)
         if weights is not None:
             if weights.shape != (n,):
                 raise ValueError("Trainer.bind: weights has the wrong shape")
-            self.batch.w = const_data_of(weights, self.dtype, n, "weights")
+            self.batch.w = data_of(weights, self.dtype, n, "weights", False)
         self.data = (X, labels, Y, weights)
         self.n_rows = n
         self.batch.n_rows = n

@@ -310,7 +310,7 @@ cdef inline double step(const Plan* p, const Buffers* buf, const Batch* batch,
     # n_threads share the parts and update units, or a one-part plan's products.
     cdef FusedSgd sgd
     cdef bint fused
-    cdef Py_ssize_t B = batch.size, i, u, units = p.unit_base[p.n_layers]
+    cdef Py_ssize_t B = batch.size, u, units = p.unit_base[p.n_layers]
     cdef int parts = active_parts(B, p.parts), q, nt
     cdef const floating* w = <const floating*>batch.w
     cdef double norm, value, decay, sq = 0
