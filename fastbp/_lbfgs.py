@@ -78,16 +78,18 @@ class FullBatch:
         return value * self.value_factor + penalty, g
 
 
-def minimize(objective, x0, *, max_iter, max_fun, tol, verbose=False):
+def minimize(objective, x0, *, max_iter, max_fun, tol, verbose=False, callback=None):
     """scipy's L-BFGS-B on objective(x) -> (f, grad) from x0, with scikit-learn's
-    options: at most max_iter iterations and max_fun evaluations, gtol=tol."""
+    options: at most max_iter iterations and max_fun evaluations, gtol=tol. callback:
+    scipy's callback(intermediate_result), after each iteration."""
     scipy, optimize = _scipy_optimize()
     options = {"maxfun": int(max_fun), "maxiter": int(max_iter), "gtol": float(tol)}
     version = tuple(int(p) for p in scipy.__version__.split(".")[:2] if p.isdigit())
     if version < (1, 15):
         # iprint was deprecated in scipy 1.15 (verbose output then comes from nowhere)
         options["iprint"] = 1 if verbose else -1
-    return optimize.minimize(objective, x0, method="L-BFGS-B", jac=True, options=options)
+    return optimize.minimize(objective, x0, method="L-BFGS-B", jac=True, options=options,
+                             callback=callback)
 
 
 def iterations(result, max_iter, warning=ConvergenceWarning):

@@ -367,6 +367,11 @@ class Network:
             norm += mass
         return total / norm if norm > 0 else 0.0
 
+    def _full_batch(self, data, l2, l2_per_sample):
+        """The objective of a full-batch optimizer over `data` (see _lbfgs.FullBatch)."""
+        from ._lbfgs import FullBatch
+        return FullBatch(self, data, l2, l2_per_sample)
+
     def _kernel_targets(self, data):
         labels = data.labels if data.labels is not None else np.empty(0, dtype=np.int64)
         Y = data.Y if data.Y is not None else np.empty((0, self.layer_sizes[-1]), dtype=self.dtype)
