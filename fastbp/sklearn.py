@@ -265,6 +265,12 @@ class _BaseMLP(BaseEstimator):
         if net is None or getattr(self, "_net_key", None) != key:
             net = Network(list(units), activation=self.activation, loss=loss, dtype=dtype,
                           seed=0, n_threads=self.n_threads)
+            # the loss values scikit-learn reports (and stops on) take the log of the
+            # probability clipped to [eps, 1 - eps]; the gradients are the same
+            clipped = {"cross_entropy": _network.LOSS_LOG_LOSS_CLIPPED,
+                       "binary_cross_entropy": _network.LOSS_BINARY_LOG_LOSS_CLIPPED}
+            if loss in clipped:
+                net._loss_code = clipped[loss]
             self._net = net
             self._net_key = key
         return net

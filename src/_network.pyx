@@ -20,6 +20,8 @@ from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from _gemm cimport fastbp_set_target, fastbp_target_supported, fastbp_active_target
 from _optim cimport OptStep, OPT_NONE, OPT_SGD, OPT_ADAM, adam_set_step
 from _activations cimport ACT_SOFTMAX
+from _losses cimport (LOSS_LOG_LOSS_CLIPPED as _LOSS_LOG_LOSS_CLIPPED,
+                     LOSS_BINARY_LOG_LOSS_CLIPPED as _LOSS_BINARY_LOG_LOSS_CLIPPED)
 
 cdef extern from *:
     """
@@ -48,6 +50,9 @@ cdef double SIGNAL_CHECK_S = 0.02
 
 # Codes the Python layer reads from here rather than retyping them.
 OPTIMIZER_NONE = OPT_NONE
+# scikit-learn's clipped log losses (src/_losses.pxd), for fastbp.sklearn's networks
+LOSS_LOG_LOSS_CLIPPED = _LOSS_LOG_LOSS_CLIPPED
+LOSS_BINARY_LOG_LOSS_CLIPPED = _LOSS_BINARY_LOG_LOSS_CLIPPED
 OPTIMIZER_SGD = OPT_SGD
 OPTIMIZER_ADAM = OPT_ADAM
 ACTIVATION_SOFTMAX = ACT_SOFTMAX

@@ -33,7 +33,7 @@ sklearn = pytest.importorskip("sklearn", minversion="1.6")  # validate_data, __s
 import joblib  # noqa: E402  (scikit-learn depends on joblib)
 import sklearn.neural_network as skn  # noqa: E402
 import fastbp.sklearn as fsk  # noqa: E402
-from sklearn.datasets import load_iris  # noqa: E402
+from sklearn.datasets import load_digits, load_iris  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -351,6 +351,8 @@ def _curves_agree(ours, theirs, rtol):
 
 
 _IRIS = load_iris(return_X_y=True)
+_DIGITS3 = (load_digits(n_class=3, return_X_y=True)[0][:150] / 16.0,
+            load_digits(n_class=3, return_X_y=True)[1][:150])
 _DIVERGING = {
     # scikit-learn's test_mlp_diverging_loss: NaN scores, the best parameters restored
     "early_stopping": (lambda m: m.MLPRegressor(
@@ -361,6 +363,13 @@ _DIVERGING = {
     "targets_1e200": (lambda m: m.MLPRegressor(max_iter=5, random_state=0),
                       np.random.RandomState(0).standard_normal((80, 5)),
                       np.random.RandomState(1).standard_normal(80) * 1e200),
+    # logits of 1e300: every probability clipped to [eps, 1 - eps] in the loss values
+    "adam_X_1e300": (lambda m: m.MLPClassifier(max_iter=5, random_state=0),
+                     _DIGITS3[0] * 1e300, _DIGITS3[1]),
+    # momentum 0.99, one row a batch: confident mistakes early (the clipped loss again)
+    "momentum_batch_1": (lambda m: m.MLPClassifier(
+        solver="sgd", momentum=0.99, batch_size=1, learning_rate_init=0.5, max_iter=10,
+        random_state=0), *_DIGITS3),
     # the loss overflows, then the parameters: scikit-learn's error at the end
     "targets_1e155": (lambda m: m.MLPRegressor(max_iter=5, random_state=0, solver="sgd"),
                       np.random.RandomState(0).standard_normal((80, 5)),
@@ -392,6 +401,34 @@ def test_divergence_goes_on_as_in_scikit_learn(case):
     if their_error is None:
         for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
             np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("y_kind", ["multiclass", "binary", "multilabel"])
+def test_clipped_log_loss_is_scikit_learns(dtype, y_kind):
+    # Parameters scaled up until most probabilities are within eps of 0 or 1, where
+    # scikit-learn's reported loss takes log(clip(p, eps, 1 - eps)) (eps: the dtype's
+    # machine epsilon): the batch's loss, the first step's, is scikit-learn's.
+    X, y = load_digits(return_X_y=True)
+    X = (X[:200] / 16.0).astype(dtype)
+    y = y[:200]
+    if y_kind == "binary":
+        y = y % 2
+    elif y_kind == "multilabel":
+        y = np.stack([y % 2, y > 4], axis=1).astype(int)
+    losses = []
+    for mod in (fsk, skn):
+        est = mod.MLPClassifier(hidden_layer_sizes=(16,), batch_size=200, shuffle=False,
+                                random_state=0, learning_rate_init=1e-12, max_iter=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(X, y)
+        est.coefs_ = [c * dtype(300) for c in est.coefs_]
+        est.partial_fit(X, y)
+        losses.append(est.loss_curve_[-1])
+    ours, theirs = losses
+    assert theirs > 1.0           # the clip matters: confident mistakes are capped
+    assert ours == pytest.approx(theirs, rel=1e-5 if dtype == np.float32 else 1e-12)
 
 
 def test_convergence_warning_at_max_iter():
