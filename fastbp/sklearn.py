@@ -5,21 +5,22 @@
 The estimators take scikit-learn's constructor parameters with their defaults and
 meanings, set the same fitted attributes and follow scikit-learn's training procedure
 step by step (sklearn/neural_network/_multilayer_perceptron.py, BaseMultilayerPerceptron:
-_initialize, _fit, _fit_stochastic, _update_no_improvement_count and the optimizers of
-_stochastic_optimizers.py): the same initial parameters drawn from the same random
-state, the same shuffles and validation split, the same minibatches, update rules,
-learning-rate schedules, stopping rules and early-stopping restore. Only the epoch
-itself runs elsewhere: each one is a single call to fastbp.Network's compiled epoch, which
-runs the minibatches in compiled, multi-threaded code. In float64 and with the same
-random_state, a fit here follows scikit-learn's fit to rounding.
+_initialize, _fit, _fit_stochastic, _fit_lbfgs, _update_no_improvement_count and the
+optimizers of _stochastic_optimizers.py): the same initial parameters drawn from the same
+random state, the same shuffles and validation split, the same minibatches, update rules,
+learning-rate schedules, stopping rules, early-stopping restore, and the same reported
+losses (the log loss of a probability clipped to [eps, 1 - eps]). A fit that diverges
+goes on as scikit-learn's does (NaN or infinite losses and scores) and ends as it does.
+Only the arithmetic runs elsewhere: each epoch is a single call to fastbp.Network's
+compiled epoch, and solver="lbfgs" gets the full-batch loss and gradient from one
+compiled pass (scipy's L-BFGS-B drives it, as in scikit-learn). In float64 and with the
+same random_state, a fit here follows scikit-learn's fit to rounding.
 
 Differences:
-  * solver="lbfgs" (and MLPRegressor's loss="poisson") are not implemented: a ValueError
-    points to scikit-learn's own estimators.
-  * Sparse X is refused (a TypeError that says so); scikit-learn multiplies it as sparse.
   * sample_weight must be non-negative and not all zero (fastbp.optim's rules).
   * Two extra parameters: n_threads (fastbp.Network's) and dtype (None: float32 when X
     is float32, else float64; float32 trains in float32).
+  * solver="lbfgs" keeps float32 parameters float32 (scikit-learn's become float64).
 
 scikit-learn is an optional dependency of fastbp: only this module needs it.
 """
