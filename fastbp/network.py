@@ -145,6 +145,7 @@ class Network:
         self._work_cache = None
         self._trainer_cache = None
         self._rollback_cache = None
+        self._forward_small = self._forward_large = None
         self._training_thread = None
 
         out_code = _network.ACTIVATION_SOFTMAX if self.output_activation == "softmax" else ACTIVATIONS[self.output_activation]
@@ -169,7 +170,8 @@ class Network:
         with self._lock:
             state = {k: v for k, v in self.__dict__.items()
                      if k not in ("_lock", "_grads", "_weights", "_biases", "_work_cache",
-                                  "_trainer_cache", "_rollback_cache", "_training_thread")}
+                                  "_trainer_cache", "_rollback_cache", "_forward_small", "_forward_large",
+                                  "_training_thread")}
             state["_params"] = self._params.copy()
             for key in ("_rng", "loss_curve_", "history", "optimizer_"):
                 if key in state:
@@ -182,6 +184,7 @@ class Network:
         self._work_cache = None
         self._trainer_cache = None
         self._rollback_cache = None
+        self._forward_small = self._forward_large = None
         self._training_thread = None
         self._grads = np.zeros_like(self._params)
         self._weights, self._biases = self._views(self._params)
@@ -306,6 +309,37 @@ class Network:
         self._trainer_cache = (key, trainer) if small else None
         return trainer
 
+    def _small_forward(self):
+        """The _network.Forward for batches of up to the rows that run on one thread
+        whatever n_threads says (_network.serial_rows: resolving the thread count costs
+        more than such a batch's arithmetic), made once and kept, its workspace held to
+        the cached size by taking fewer rows. The caller holds the lock, which keeps two
+        calls from sharing the workspace."""
+        fwd = self._forward_small
+        if fwd is None:
+            capacity = min(_network.serial_rows(self._sizes), _FORWARD_CHUNK_ROWS)
+            while capacity > 1 and self._forward_work_bytes(capacity, 1) > _WORK_CACHE_BYTES:
+                capacity //= 2
+            self._check_plan_size(capacity, 1)
+            fwd = _network.Forward(self._params, self._sizes, self._acts, capacity, 1)
+            self._forward_small = fwd
+        return fwd
+
+    def _large_forward(self, capacity, n_threads):
+        """A _network.Forward for slices of up to `capacity` rows on n_threads, kept for
+        the next call with the same ones when its workspace is small (as _work's)."""
+        fwd = self._forward_large
+        if fwd is not None and fwd.capacity == capacity and fwd.n_threads == n_threads:
+            return fwd
+        self._check_plan_size(capacity, n_threads)
+        fwd = _network.Forward(self._params, self._sizes, self._acts, capacity, n_threads)
+        self._forward_large = fwd if fwd.work_bytes <= _WORK_CACHE_BYTES else None
+        return fwd
+
+    def _forward_work_bytes(self, capacity, n_threads):
+        return _network.work_size(self._sizes, self._acts, capacity, False, False,
+                                  n_threads)[1] * self.dtype.itemsize
+
     def _rollback_buffers(self, n_state):
         """(params copy, state copies): buffers an epoch saves its start into, kept
         between epochs for the same reason as the Trainer."""
@@ -390,20 +424,27 @@ class Network:
 
     # -- public API --------------------------------------------------------------------
 
-    @_serialized
     def forward(self, X):
         """A_L for a batch X of shape (B, n_0): softmax probabilities (cross_entropy),
         sigmoid probabilities (binary_cross_entropy), or the output activation (mse)."""
-        X = self._check_X(X)
-        B = X.shape[0]
-        out = np.empty((B, self.layer_sizes[-1]), dtype=self.dtype)
-        nt = self.n_threads
-        work = self._work(min(B, _FORWARD_CHUNK_ROWS), nt, False)
-        for start in range(0, B, _FORWARD_CHUNK_ROWS):
-            stop = min(start + _FORWARD_CHUNK_ROWS, B)
-            _network.forward(self._params, work, self._sizes, self._acts,
-                             X[start:stop], out[start:stop], nt)
-        return out
+        with self._lock:
+            small = self._forward_small or self._small_forward()
+            # a plain small batch (C-contiguous, finite, of this dtype and width) in one
+            # compiled call; anything else is checked and converted first
+            out = small.plain(X)
+            if out is not None:
+                return out
+            X = self._check_X(X)
+            B = X.shape[0]
+            out = np.empty((B, self.layer_sizes[-1]), dtype=self.dtype)
+            if B <= small.capacity:
+                small.run(X, out)
+                return out
+            fwd = self._large_forward(min(B, _FORWARD_CHUNK_ROWS), self.n_threads)
+            for start in range(0, B, fwd.capacity):
+                stop = min(start + fwd.capacity, B)
+                fwd.run(X[start:stop], out[start:stop])
+            return out
 
     @_serialized
     def loss(self, X, y, sample_weight=None):

@@ -9,15 +9,20 @@
 from cython cimport floating
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
-from libc.math cimport isfinite
+from libc.math cimport isfinite, fabs
+from libc.float cimport FLT_MAX, DBL_MAX
+cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_GetPointer
 
 import numpy as np
+
+cnp.import_array()
 
 from _plan cimport Plan, make_plan, free_plan, n_parts
 from _passes cimport Objective, Batch, Buffers, StepResult, step, forward_rows
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from _gemm cimport fastbp_set_target, fastbp_target_supported, fastbp_active_target
+from _gemm cimport GEMM_MACS_PER_THREAD
 from _optim cimport OptStep, OPT_NONE, OPT_SGD, OPT_ADAM, adam_set_step
 from _activations cimport ACT_SOFTMAX
 
@@ -146,6 +151,147 @@ def forward(floating[::1] params, floating[::1] work, const Py_ssize_t[::1] size
                    B * p.sizes[p.n_layers] * sizeof(floating))
     finally:
         free_plan(&p)
+
+
+cdef inline bint all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
+    # whether no element is NaN or infinite; in blocks without an early exit inside, so
+    # that the comparisons vectorize (NaN fails <=, as infinity fails <= the largest value)
+    cdef Py_ssize_t i, j, stop
+    cdef floating largest = FLT_MAX if floating is float else DBL_MAX
+    cdef bint bad = False
+    for i in range(0, n, 1024):
+        stop = min(i + 1024, n)
+        for j in range(i, stop):
+            bad |= not (fabs(x[j]) <= largest)
+        if bad:
+            return False
+    return True
+
+
+def serial_rows(const Py_ssize_t[::1] sizes):
+    """The most rows of a batch whose forward pass runs on one thread whatever n_threads
+    says: every product then has fewer than two threads' worth of multiply-adds
+    (_gemm.pxd's gemm_threads), so resolving the thread count would change nothing."""
+    cdef Py_ssize_t l, widest = 1
+    for l in range(sizes.shape[0] - 1):
+        widest = max(widest, sizes[l] * sizes[l + 1])
+    return max(1, (2 * <Py_ssize_t>GEMM_MACS_PER_THREAD - 1) // widest)
+
+
+cdef class Forward:
+    """The forward pass of one network for batches of up to `capacity` rows on n_threads,
+    its plan and workspace made once: a prediction pays for one check of X and one
+    output array. It points into the network's parameter buffer (kept referenced); the
+    network's lock keeps two threads from sharing its workspace."""
+
+    cdef Plan plan
+    cdef bint f64
+    cdef int type_num
+    cdef void* params
+    cdef void* work
+    cdef object arrays            # what params and work point into
+    cdef readonly int n_threads
+    cdef readonly Py_ssize_t capacity
+    cdef readonly Py_ssize_t work_bytes
+
+    def __cinit__(self, params, sizes, acts, Py_ssize_t capacity, int n_threads):
+        cdef Py_ssize_t[::1] sizes_view
+        cdef int[::1] acts_view
+        self.plan.w_off = NULL
+        self.plan.partials = NULL
+        dtype = params.dtype
+        if dtype != np.float32 and dtype != np.float64:
+            raise TypeError("Forward: float32 or float64 parameters")
+        self.f64 = dtype == np.float64
+        self.type_num = cnp.NPY_DOUBLE if self.f64 else cnp.NPY_FLOAT
+        sizes = np.array(sizes, dtype=np.intp)
+        acts = np.array(acts, dtype=np.intc)
+        sizes_view = sizes
+        acts_view = acts
+        if (capacity < 1 or n_threads < 1 or sizes.shape[0] < 2
+                or acts.shape[0] != sizes.shape[0] - 1):
+            raise ValueError("Forward: bad sizes, capacity or threads")
+        make_plan(&self.plan, sizes_view, acts_view, 0, capacity, False, 1, n_threads)
+        work = np.empty(self.plan.work_size, dtype=dtype)
+        self.params = data_of(params, dtype, self.plan.n_params, "params", False)
+        self.work = data_of(work, dtype, self.plan.work_size, "work")
+        self.arrays = (params, work, sizes, acts)
+        self.capacity = capacity
+        self.n_threads = n_threads
+        self.work_bytes = work.nbytes
+
+    def __dealloc__(self):
+        free_plan(&self.plan)
+
+    cdef void rows(self, const void* X, void* out, Py_ssize_t B) noexcept nogil:
+        # out (B, n_L) <- the output for X (B, n_0), B <= capacity
+        if self.f64:
+            forward_into(&self.plan, <const double*>self.params, <double*>self.work,
+                         <const double*>X, <double*>out, B, self.n_threads)
+        else:
+            forward_into(&self.plan, <const float*>self.params, <float*>self.work,
+                         <const float*>X, <float*>out, B, self.n_threads)
+
+    def plain(self, X):
+        """The output (a new (B, n_L) array) for X when X is a plain batch: an ndarray
+        (not a subclass) of the network's dtype in native byte order, C-contiguous and
+        aligned, of shape (B, n_0) with 1 <= B <= capacity, every value finite. None for
+        any other X, which the caller then checks and converts the usual way (and whose
+        errors it raises)."""
+        cdef cnp.ndarray arr
+        cdef cnp.npy_intp dims[2]
+        cdef Py_ssize_t B, n0 = self.plan.sizes[0]
+        cdef const void* x
+        cdef bint finite
+        if not cnp.PyArray_CheckExact(X):
+            return None
+        arr = <cnp.ndarray>X
+        if (cnp.PyArray_NDIM(arr) != 2 or cnp.PyArray_TYPE(arr) != self.type_num
+                or not cnp.PyArray_ISCARRAY_RO(arr) or not cnp.PyArray_ISNOTSWAPPED(arr)):
+            return None
+        B = cnp.PyArray_DIM(arr, 0)
+        if B < 1 or B > self.capacity or cnp.PyArray_DIM(arr, 1) != n0:
+            return None
+        x = cnp.PyArray_DATA(arr)
+        if self.f64:
+            finite = all_finite(<const double*>x, B * n0)
+        else:
+            finite = all_finite(<const float*>x, B * n0)
+        if not finite:
+            return None
+        dims[0] = B
+        dims[1] = self.plan.sizes[self.plan.n_layers]
+        out = cnp.PyArray_EMPTY(2, dims, self.type_num, 0)
+        if B * n0 * (8 if self.f64 else 4) < 65536:
+            # too little work to repay releasing and taking back the GIL
+            self.rows(x, cnp.PyArray_DATA(<cnp.ndarray>out), B)
+        else:
+            with nogil:
+                self.rows(x, cnp.PyArray_DATA(<cnp.ndarray>out), B)
+        return out
+
+    def run(self, X, out):
+        """out <- the output for X, both checked by the caller: C-contiguous arrays of the
+        network's dtype, X (B, n_0) finite, out (B, n_L), B <= capacity."""
+        cdef Py_ssize_t B = X.shape[0]
+        cdef Py_ssize_t n0 = self.plan.sizes[0], nL = self.plan.sizes[self.plan.n_layers]
+        dtype = np.float64 if self.f64 else np.float32
+        if (B > self.capacity or X.ndim != 2 or out.ndim != 2 or X.shape[1] != n0
+                or out.shape[0] != B or out.shape[1] != nL):
+            raise ValueError("Forward.run: X and out do not fit the plan")
+        cdef const void* x = data_of(X, dtype, B * n0, "X", False)
+        cdef void* y = data_of(out, dtype, B * nL, "out")
+        if B == 0:
+            return
+        with nogil:
+            self.rows(x, y, B)
+
+
+cdef inline void forward_into(const Plan* p, const floating* params, floating* work,
+                              const floating* X, floating* out, Py_ssize_t B,
+                              int n_threads) noexcept nogil:
+    forward_rows(p, params, work, work + p.scratch_off, X, 0, B, n_threads)
+    memcpy(out, work + p.a_off[p.n_layers], B * p.sizes[p.n_layers] * sizeof(floating))
 
 
 cdef class StopRule:
