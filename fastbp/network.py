@@ -32,6 +32,7 @@ from ._validation import (
     check_targets,
     check_X,
     effective_n_threads,
+    _all_finite,
 )
 from ._runtime import build_info, omp_max_threads
 
@@ -428,23 +429,40 @@ class Network:
         """A_L for a batch X of shape (B, n_0): softmax probabilities (cross_entropy),
         sigmoid probabilities (binary_cross_entropy), or the output activation (mse)."""
         with self._lock:
-            small = self._forward_small or self._small_forward()
-            # a plain small batch (C-contiguous, finite, of this dtype and width) in one
-            # compiled call; anything else is checked and converted first
-            out = small.plain(X)
-            if out is not None:
-                return out
-            X = self._check_X(X)
-            B = X.shape[0]
-            out = np.empty((B, self.layer_sizes[-1]), dtype=self.dtype)
-            if B <= small.capacity:
-                small.run(X, out)
-                return out
-            fwd = self._large_forward(min(B, _FORWARD_CHUNK_ROWS), self.n_threads)
-            for start in range(0, B, fwd.capacity):
-                stop = min(start + fwd.capacity, B)
-                fwd.run(X[start:stop], out[start:stop])
+            out = self._forward_if_plain(X)
+            if out is None:
+                out = self._forward_checked(self._check_X(X))
             return out
+
+    def _forward_if_plain(self, X):
+        """forward(X) when X is a plain batch, one that _check_X would return as it is (an
+        ndarray of this dtype, C-contiguous, aligned, native, of this width, finite, with
+        rows); None for any other X, without raising. The caller holds the lock.
+        fastbp.sklearn's predictions use it to skip scikit-learn's checks for such an X."""
+        small = self._forward_small or self._small_forward()
+        # a small batch: checked and computed in one compiled call
+        out = small.plain(X)
+        if out is None and (type(X) is np.ndarray and X.ndim == 2
+                            and X.shape[0] > small.capacity
+                            and X.shape[1] == self.layer_sizes[0] and X.dtype == self.dtype
+                            and X.flags.c_contiguous and X.flags.aligned
+                            and X.dtype.isnative and _all_finite(X)):
+            out = self._forward_checked(X)
+        return out
+
+    def _forward_checked(self, X):
+        """forward for an X that _check_X returned; the caller holds the lock."""
+        B = X.shape[0]
+        out = np.empty((B, self.layer_sizes[-1]), dtype=self.dtype)
+        small = self._forward_small or self._small_forward()
+        if B <= small.capacity:
+            small.run(X, out)
+            return out
+        fwd = self._large_forward(min(B, _FORWARD_CHUNK_ROWS), self.n_threads)
+        for start in range(0, B, fwd.capacity):
+            stop = min(start + fwd.capacity, B)
+            fwd.run(X[start:stop], out[start:stop])
+        return out
 
     @_serialized
     def loss(self, X, y, sample_weight=None):

@@ -260,9 +260,12 @@ class _BaseMLP(BaseEstimator):
         return net
 
     def _load_parameters(self, net):
-        for i, (coef, intercept) in enumerate(zip(self.coefs_, self.intercepts_)):
-            net.weights[i] = coef
-            net.biases[i] = intercept
+        for views, values in ((net.weights, self.coefs_), (net.biases, self.intercepts_)):
+            for i, (view, value) in enumerate(zip(views, values)):
+                if type(value) is np.ndarray and value.shape == view.shape:
+                    np.copyto(view, value, casting="unsafe")   # what views[i] = value does
+                else:
+                    views[i] = value   # converted and checked, or refused
 
     def __getstate__(self):
         # The network is rebuilt from coefs_/intercepts_ when needed; pickles carry the
@@ -633,12 +636,37 @@ class _BaseMLP(BaseEstimator):
         intercepts_ (the fitted attributes are the parameters: changing them changes the
         predictions, as in scikit-learn)."""
         if check_input:
+            out = self._forward_if_plain(X)
+            if out is not None:
+                return out
             X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         net = self._get_network()
         self._load_parameters(net)
         out = net.forward(X)
         # scikit-learn's products take the wider of the input's and the parameters' dtype
         return out.astype(np.result_type(X.dtype, out.dtype), copy=False)
+
+    def _forward_if_plain(self, X):
+        """_forward(X) without scikit-learn's validation when X is a plain batch, one that
+        validate_data would pass through unchanged with nothing to warn about: an ndarray
+        (no feature names) of the fitted width and the network's dtype, C-contiguous,
+        finite, for an estimator fitted without feature names. None for any other X, which
+        then goes scikit-learn's way (its errors and warnings)."""
+        if (type(X) is not np.ndarray or "feature_names_in_" in self.__dict__
+                or X.ndim != 2 or X.shape[1] != getattr(self, "n_features_in_", None)):
+            return None
+        net = self._get_network()
+        if X.dtype != net.dtype:
+            return None
+        with net._lock:
+            self._load_parameters(net)
+            return net._forward_if_plain(X)
+
+    def _is_fitted(self):
+        """check_is_fitted's answer for these estimators without its scan of every
+        attribute: a fit sets coefs_ (an attribute ending in "_", which it looks for)."""
+        if "coefs_" not in self.__dict__:
+            check_is_fitted(self)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -747,7 +775,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _output_to_prediction(self, y_pred):
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
-        return self._label_binarizer.inverse_transform(y_pred)
+        binarizer = self._label_binarizer
+        classes = binarizer.classes_
+        if type(y_pred) is np.ndarray and not binarizer.sparse_input_:
+            # LabelBinarizer.inverse_transform's two common cases without its array-API
+            # dispatch: multiclass, the class of each row's first maximum; binary (one
+            # output), the second class where the output passes the threshold
+            if binarizer.y_type_ == "multiclass" and y_pred.ndim == 2:
+                return classes[y_pred.argmax(axis=1)]
+            if binarizer.y_type_ == "binary" and y_pred.ndim == 1 and len(classes) == 2:
+                threshold = (binarizer.pos_label + binarizer.neg_label) / 2.0
+                return classes[(y_pred > threshold).astype(np.intp)]
+        return binarizer.inverse_transform(y_pred)
 
     def predict(self, X):
         """Predict using the multi-layer perceptron classifier.
@@ -762,7 +801,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y : ndarray, shape (n_samples,) or (n_samples, n_classes)
             The predicted classes.
         """
-        check_is_fitted(self)
+        self._is_fitted()
         return self._output_to_prediction(self._forward(X))
 
     @available_if(lambda est: est._check_solver())
@@ -809,7 +848,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             The predicted probability of the sample for each class in the model, where
             classes are ordered as they are in `self.classes_`.
         """
-        check_is_fitted(self)
+        self._is_fitted()
         y_pred = self._forward(X)
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
@@ -916,7 +955,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         y : ndarray of shape (n_samples, n_outputs)
             The predicted values.
         """
-        check_is_fitted(self)
+        self._is_fitted()
         return self._output_to_prediction(self._forward(X))
 
     @available_if(lambda est: est._check_solver())
