@@ -15,8 +15,8 @@ import time
 import numpy as np
 
 from . import _io, _network, _training
-from ._common import (ACTIVATIONS, LOSSES, DivergedError, check_init, fill_initial_parameters,
-                      raise_diverged)
+from ._common import (ACTIVATIONS, COMPILED_OUTPUT, LOSSES, DivergedError, check_init,
+                      fill_initial_parameters, raise_diverged)
 from ._training import Data, EpochStats
 from ._validation import (
     check_activations,
@@ -113,8 +113,10 @@ class Network:
     activation : str or list of str
         Hidden activation(s): "identity", "relu", "leaky_relu" (slope 0.01), "sigmoid"
         (alias "logistic"), "tanh", "gelu" (exact, erf). One name, or one per hidden layer.
-    loss : {"cross_entropy", "binary_cross_entropy", "mse"}
-        cross_entropy implies a softmax output, binary_cross_entropy a sigmoid output.
+    loss : {"cross_entropy", "binary_cross_entropy", "mse", "poisson"}
+        cross_entropy implies a softmax output, binary_cross_entropy a sigmoid output,
+        poisson an exp output (log link) and targets y >= 0; its loss is half the Poisson
+        deviance, y log(y / mu) - y + mu with mu = exp(z), averaged as mse's is.
     output_activation : str or None
         Only for loss="mse": any hidden activation name; default "identity".
     dtype : np.float32 (default) or np.float64
@@ -149,7 +151,10 @@ class Network:
         self._forward_small = self._forward_large = None
         self._training_thread = None
 
-        out_code = _network.ACTIVATION_SOFTMAX if self.output_activation == "softmax" else ACTIVATIONS[self.output_activation]
+        out_code = (_network.ACTIVATION_SOFTMAX if self.output_activation == "softmax" else
+                    ACTIVATIONS[COMPILED_OUTPUT.get(self.output_activation,
+                                                    self.output_activation)])
+        self._exp_output = self.output_activation == "exp"
         self._sizes = np.array(self.layer_sizes, dtype=np.intp)
         self._acts = np.array([ACTIVATIONS[a] for a in self.activation] + [out_code], dtype=np.intc)
         self._loss_code = LOSSES[self.loss_name][0]
@@ -322,7 +327,8 @@ class Network:
             while capacity > 1 and self._forward_work_bytes(capacity, 1) > _WORK_CACHE_BYTES:
                 capacity //= 2
             self._check_plan_size(capacity, 1)
-            fwd = _network.Forward(self._params, self._sizes, self._acts, capacity, 1)
+            fwd = _network.Forward(self._params, self._sizes, self._acts, capacity, 1,
+                                   self._exp_output)
             self._forward_small = fwd
         return fwd
 
@@ -333,7 +339,8 @@ class Network:
         if fwd is not None and fwd.capacity == capacity and fwd.n_threads == n_threads:
             return fwd
         self._check_plan_size(capacity, n_threads)
-        fwd = _network.Forward(self._params, self._sizes, self._acts, capacity, n_threads)
+        fwd = _network.Forward(self._params, self._sizes, self._acts, capacity, n_threads,
+                               self._exp_output)
         self._forward_large = fwd if fwd.work_bytes <= _WORK_CACHE_BYTES else None
         return fwd
 
@@ -427,7 +434,8 @@ class Network:
 
     def forward(self, X):
         """A_L for a batch X of shape (B, n_0): softmax probabilities (cross_entropy),
-        sigmoid probabilities (binary_cross_entropy), or the output activation (mse)."""
+        sigmoid probabilities (binary_cross_entropy), the output activation (mse), or the
+        means exp(z) (poisson)."""
         with self._lock:
             out = self._forward_if_plain(X)
             if out is None:
@@ -568,7 +576,7 @@ class Network:
 
     def predict(self, X):
         """Class labels (cross_entropy), a 0/1 matrix (binary_cross_entropy), or the
-        outputs (mse)."""
+        outputs (mse; poisson: the means exp(z))."""
         out = self.forward(X)
         if self.loss_name == "cross_entropy":
             return out.argmax(axis=1)

@@ -14,8 +14,10 @@ runs the minibatches in compiled, multi-threaded code. In float64 and with the s
 random_state, a fit here follows scikit-learn's fit to rounding.
 
 Differences:
-  * solver="lbfgs" (and MLPRegressor's loss="poisson") are not implemented: a ValueError
-    points to scikit-learn's own estimators.
+  * solver="lbfgs" is not implemented: a ValueError points to scikit-learn's own
+    estimators.
+  * MLPRegressor(loss="poisson") refuses a negative y with a ValueError (scikit-learn
+    documents y >= 0 as required but trains on, with NaN losses).
   * Sparse X is refused (a TypeError that says so); scikit-learn multiplies it as sparse.
   * sample_weight must be non-negative and not all zero (fastbp.optim's rules).
   * Two extra parameters: n_threads (fastbp.Network's) and dtype (None: float32 when X
@@ -230,6 +232,9 @@ class _BaseMLP(BaseEstimator):
         if self.out_activation_ == "logistic":
             # binary_log_loss sums over the n_outputs_ columns what fastbp averages
             return "binary_cross_entropy", float(self.n_outputs_)
+        if self.out_activation_ == "exp":
+            # poisson_loss too: the sum over the outputs of each column's mean
+            return "poisson", float(self.n_outputs_)
         # squared_loss is 0.5 * the mean over all elements; fastbp's mse is the mean
         # (its gradient 2/(B n) (A - Y)); scale n/2 gives scikit-learn's (A - Y)/B
         return "mse", self.n_outputs_ / 2.0
@@ -284,7 +289,7 @@ class _BaseMLP(BaseEstimator):
         self.n_outputs_ = y.shape[1]
         self.n_layers_ = len(layer_units)
         if not isinstance(self, ClassifierMixin):
-            self.out_activation_ = "identity"
+            self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
         elif self._label_binarizer.y_type_ == "multiclass":
             self.out_activation_ = "softmax"
         else:
@@ -868,8 +873,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     procedure, with each epoch run in fastbp's compiled code.
 
     Parameters are scikit-learn's (see its documentation), plus n_threads and dtype (as
-    in fastbp.sklearn.MLPClassifier). solver='lbfgs' and loss='poisson' are not
-    implemented (a ValueError points to scikit-learn). Sparse X is refused.
+    in fastbp.sklearn.MLPClassifier). loss='poisson' trains half the Poisson deviance
+    through an exp output, as scikit-learn does, and refuses a negative y (ValueError).
+    solver='lbfgs' is not implemented (a ValueError points to scikit-learn). Sparse X is
+    refused.
 
     Attributes
     ----------
@@ -920,14 +927,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction,
             beta_1, beta_2, epsilon, n_iter_no_change, max_fun, n_threads, dtype)
 
-    def _check_supported(self):
-        super()._check_supported()
-        if self.loss == "poisson":
-            raise ValueError(
-                "loss='poisson' is not implemented by fastbp.sklearn.MLPRegressor (it "
-                "trains the squared error). Use sklearn.neural_network.MLPRegressor("
-                "loss='poisson') for the Poisson deviance.")
-
     @staticmethod
     def _score_function(y, y_pred, sample_weight=None):
         return r2_score(y, y_pred, sample_weight=sample_weight)
@@ -937,6 +936,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                              y_numeric=True, dtype=self._validate_dtype_arg(), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError("y must be non-negative for loss='poisson' (counts or rates: "
+                             "the Poisson deviance of a negative y is undefined); got a "
+                             f"minimum of {np.min(y)}")
         return X, y
 
     def _network_targets(self, y, dtype):

@@ -9,7 +9,7 @@
 from cython cimport floating
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
-from libc.math cimport isfinite, fabs
+from libc.math cimport isfinite, fabs, exp
 from libc.float cimport FLT_MAX, DBL_MAX
 cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_GetPointer
@@ -186,6 +186,7 @@ cdef class Forward:
 
     cdef Plan plan
     cdef bint f64
+    cdef bint exp_output          # the outputs are exp of the last layer's (identity) ones
     cdef int type_num
     cdef void* params
     cdef void* work
@@ -194,7 +195,8 @@ cdef class Forward:
     cdef readonly Py_ssize_t capacity
     cdef readonly Py_ssize_t work_bytes
 
-    def __cinit__(self, params, sizes, acts, Py_ssize_t capacity, int n_threads):
+    def __cinit__(self, params, sizes, acts, Py_ssize_t capacity, int n_threads,
+                  bint exp_output=False):
         cdef Py_ssize_t[::1] sizes_view
         cdef int[::1] acts_view
         self.plan.w_off = NULL
@@ -203,6 +205,7 @@ cdef class Forward:
         if dtype != np.float32 and dtype != np.float64:
             raise TypeError("Forward: float32 or float64 parameters")
         self.f64 = dtype == np.float64
+        self.exp_output = exp_output
         self.type_num = cnp.NPY_DOUBLE if self.f64 else cnp.NPY_FLOAT
         sizes = np.array(sizes, dtype=np.intp)
         acts = np.array(acts, dtype=np.intc)
@@ -227,10 +230,10 @@ cdef class Forward:
         # out (B, n_L) <- the output for X (B, n_0), B <= capacity
         if self.f64:
             forward_into(&self.plan, <const double*>self.params, <double*>self.work,
-                         <const double*>X, <double*>out, B, self.n_threads)
+                         <const double*>X, <double*>out, B, self.n_threads, self.exp_output)
         else:
             forward_into(&self.plan, <const float*>self.params, <float*>self.work,
-                         <const float*>X, <float*>out, B, self.n_threads)
+                         <const float*>X, <float*>out, B, self.n_threads, self.exp_output)
 
     def plain(self, X):
         """The output (a new (B, n_L) array) for X when X is a plain batch: an ndarray
@@ -289,9 +292,14 @@ cdef class Forward:
 
 cdef inline void forward_into(const Plan* p, const floating* params, floating* work,
                               const floating* X, floating* out, Py_ssize_t B,
-                              int n_threads) noexcept nogil:
+                              int n_threads, bint exp_output) noexcept nogil:
+    cdef Py_ssize_t j, n = B * p.sizes[p.n_layers]
     forward_rows(p, params, work, work + p.scratch_off, X, 0, B, n_threads)
-    memcpy(out, work + p.a_off[p.n_layers], B * p.sizes[p.n_layers] * sizeof(floating))
+    memcpy(out, work + p.a_off[p.n_layers], n * sizeof(floating))
+    if exp_output:
+        # the means exp(z) of the poisson loss, rounded from double as its loss rounds them
+        for j in range(n):
+            out[j] = <floating>exp(<double>out[j])
 
 
 cdef class StopRule:
