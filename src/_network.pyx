@@ -22,7 +22,9 @@ from _plan cimport Plan, make_plan, free_plan, n_parts
 from _passes cimport Objective, Batch, Buffers, StepResult, step, forward_rows
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from _gemm cimport fastbp_set_target, fastbp_target_supported, fastbp_active_target
-from _gemm cimport GEMM_MACS_PER_THREAD
+from _gemm cimport GEMM_MACS_PER_THREAD, gemm_scratch_size
+from _plan cimport PARTS_MAX_PARAMS
+from cython.parallel cimport prange
 from _optim cimport OptStep, OPT_NONE, OPT_SGD, OPT_ADAM, adam_set_step
 from _activations cimport ACT_SOFTMAX
 
@@ -168,14 +170,42 @@ cdef inline bint all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
     return True
 
 
+cdef enum:
+    # rows of a batch's share a thread of a row-split forward pass takes: a multiple of
+    # every register tile's row count (a row's result never depends on its tile anyway:
+    # a partial tile is padded and runs the same micro-kernel)
+    ROW_SHARE_QUANTUM = 64
+
+
+cdef inline bint splits_rows(const Py_ssize_t* sizes, Py_ssize_t L) noexcept nogil:
+    # Whether a threaded forward pass gives each thread its own rows through every layer
+    # (one parallel region; each thread packs the weights itself) rather than sharing
+    # each product's tiles: for a network of at most PARTS_MAX_PARAMS parameters, the
+    # training step's rule for row parts (_plan.pxd), whose weights are cheap to repack.
+    cdef Py_ssize_t l, n_params = 0
+    for l in range(L):
+        n_params += (sizes[l] + 1) * sizes[l + 1]
+    return n_params <= PARTS_MAX_PARAMS
+
+
+cdef inline Py_ssize_t threaded_macs_per_row(const Py_ssize_t* sizes,
+                                             Py_ssize_t L) noexcept nogil:
+    # the multiply-adds per row that threads share: the whole pass's when rows are split,
+    # else the largest product's (gemm_threads decides each product alone)
+    cdef Py_ssize_t l, total = 0, widest = 1
+    for l in range(L):
+        total += sizes[l] * sizes[l + 1]
+        widest = max(widest, sizes[l] * sizes[l + 1])
+    return max(total, 1) if splits_rows(sizes, L) else widest
+
+
 def serial_rows(const Py_ssize_t[::1] sizes):
     """The most rows of a batch whose forward pass runs on one thread whatever n_threads
-    says: every product then has fewer than two threads' worth of multiply-adds
-    (_gemm.pxd's gemm_threads), so resolving the thread count would change nothing."""
-    cdef Py_ssize_t l, widest = 1
-    for l in range(sizes.shape[0] - 1):
-        widest = max(widest, sizes[l] * sizes[l + 1])
-    return max(1, (2 * <Py_ssize_t>GEMM_MACS_PER_THREAD - 1) // widest)
+    says: under two threads' worth of multiply-adds (GEMM_MACS_PER_THREAD each, as
+    _gemm.pxd's gemm_threads counts them), so resolving the thread count would change
+    nothing."""
+    return max(1, (2 * <Py_ssize_t>GEMM_MACS_PER_THREAD - 1)
+               // threaded_macs_per_row(&sizes[0], sizes.shape[0] - 1))
 
 
 cdef class Forward:
@@ -190,6 +220,9 @@ cdef class Forward:
     cdef int type_num
     cdef void* params
     cdef void* work
+    cdef void* row_scratch        # a row-split pass's GEMM scratch, row_scratch_len a thread
+    cdef Py_ssize_t row_scratch_len
+    cdef bint split               # threads take rows, not tiles (splits_rows)
     cdef object arrays            # what params and work point into
     cdef readonly int n_threads
     cdef readonly Py_ssize_t capacity
@@ -214,26 +247,68 @@ cdef class Forward:
         if (capacity < 1 or n_threads < 1 or sizes.shape[0] < 2
                 or acts.shape[0] != sizes.shape[0] - 1):
             raise ValueError("Forward: bad sizes, capacity or threads")
-        make_plan(&self.plan, sizes_view, acts_view, 0, capacity, False, 1, n_threads)
+        cdef Py_ssize_t l, L = sizes.shape[0] - 1, share
+        self.split = n_threads > 1 and splits_rows(&sizes_view[0], L)
+        # a row-split pass needs no shared tiles: the plan's scratch is one thread's
+        make_plan(&self.plan, sizes_view, acts_view, 0, capacity, False, 1,
+                  1 if self.split else n_threads)
         work = np.empty(self.plan.work_size, dtype=dtype)
         self.params = data_of(params, dtype, self.plan.n_params, "params", False)
         self.work = data_of(work, dtype, self.plan.work_size, "work")
-        self.arrays = (params, work, sizes, acts)
+        self.row_scratch_len = 0
+        if self.split:
+            share = row_share(capacity, n_threads)
+            for l in range(L):
+                self.row_scratch_len = max(self.row_scratch_len, gemm_scratch_size(
+                    share, sizes_view[l + 1], sizes_view[l], 1))
+        row_scratch = np.empty(n_threads * self.row_scratch_len if self.split else 0,
+                               dtype=dtype)
+        self.row_scratch = data_of(row_scratch, dtype, row_scratch.shape[0], "scratch")
+        self.arrays = (params, work, row_scratch, sizes, acts)
         self.capacity = capacity
         self.n_threads = n_threads
-        self.work_bytes = work.nbytes
+        self.work_bytes = work.nbytes + row_scratch.nbytes
 
     def __dealloc__(self):
         free_plan(&self.plan)
 
     cdef void rows(self, const void* X, void* out, Py_ssize_t B) noexcept nogil:
-        # out (B, n_L) <- the output for X (B, n_0), B <= capacity
-        if self.f64:
-            forward_into(&self.plan, <const double*>self.params, <double*>self.work,
-                         <const double*>X, <double*>out, B, self.n_threads, self.exp_output)
-        else:
-            forward_into(&self.plan, <const float*>self.params, <float*>self.work,
-                         <const float*>X, <float*>out, B, self.n_threads, self.exp_output)
+        # out (B, n_L) <- the output for X (B, n_0), B <= capacity. Row-split: threads
+        # for the batch's multiply-adds as gemm_threads counts them, each thread its
+        # share of rows through every layer; each row's arithmetic is the same on any
+        # thread, so the bits do not depend on the count.
+        cdef Py_ssize_t t, share, lo, hi
+        cdef Py_ssize_t L = self.plan.n_layers
+        cdef int nt = 1
+        if self.split:
+            nt = <int>min(<Py_ssize_t>self.n_threads,
+                          B * threaded_macs_per_row(self.plan.sizes, L) // GEMM_MACS_PER_THREAD)
+        if nt < 2:
+            if self.f64:
+                forward_into(&self.plan, <const double*>self.params, <double*>self.work,
+                             <double*>self.work + self.plan.scratch_off, <const double*>X,
+                             <double*>out, 0, B, 1 if self.split else self.n_threads,
+                             self.exp_output)
+            else:
+                forward_into(&self.plan, <const float*>self.params, <float*>self.work,
+                             <float*>self.work + self.plan.scratch_off, <const float*>X,
+                             <float*>out, 0, B, 1 if self.split else self.n_threads,
+                             self.exp_output)
+            return
+        share = row_share(B, nt)
+        for t in prange(nt, nogil=True, schedule="static", num_threads=nt):
+            lo = t * share
+            hi = min(lo + share, B)
+            if lo < hi:
+                if self.f64:
+                    forward_into(&self.plan, <const double*>self.params,
+                                 <double*>self.work,
+                                 <double*>self.row_scratch + t * self.row_scratch_len,
+                                 <const double*>X, <double*>out, lo, hi, 1, self.exp_output)
+                else:
+                    forward_into(&self.plan, <const float*>self.params, <float*>self.work,
+                                 <float*>self.row_scratch + t * self.row_scratch_len,
+                                 <const float*>X, <float*>out, lo, hi, 1, self.exp_output)
 
     def plain(self, X):
         """The output (a new (B, n_L) array) for X when X is a plain batch: an ndarray
@@ -290,16 +365,25 @@ cdef class Forward:
             self.rows(x, y, B)
 
 
+cdef inline Py_ssize_t row_share(Py_ssize_t B, int n_threads) noexcept nogil:
+    # rows of each thread's share of a row-split pass (the last may have fewer)
+    cdef Py_ssize_t share = (B + n_threads - 1) // n_threads
+    return (share + ROW_SHARE_QUANTUM - 1) // ROW_SHARE_QUANTUM * ROW_SHARE_QUANTUM
+
+
 cdef inline void forward_into(const Plan* p, const floating* params, floating* work,
-                              const floating* X, floating* out, Py_ssize_t B,
-                              int n_threads, bint exp_output) noexcept nogil:
-    cdef Py_ssize_t j, n = B * p.sizes[p.n_layers]
-    forward_rows(p, params, work, work + p.scratch_off, X, 0, B, n_threads)
-    memcpy(out, work + p.a_off[p.n_layers], n * sizeof(floating))
+                              floating* scratch, const floating* X, floating* out,
+                              Py_ssize_t lo, Py_ssize_t hi, int n_threads,
+                              bint exp_output) noexcept nogil:
+    # rows [lo, hi) of the batch X through every layer into the same rows of out
+    cdef Py_ssize_t j, nL = p.sizes[p.n_layers]
+    cdef floating* dst = out + lo * nL
+    forward_rows(p, params, work, scratch, X, lo, hi, n_threads)
+    memcpy(dst, work + p.a_off[p.n_layers] + lo * nL, (hi - lo) * nL * sizeof(floating))
     if exp_output:
         # the means exp(z) of the poisson loss, rounded from double as its loss rounds them
-        for j in range(n):
-            out[j] = <floating>exp(<double>out[j])
+        for j in range((hi - lo) * nL):
+            dst[j] = <floating>exp(<double>dst[j])
 
 
 cdef class StopRule:

@@ -132,15 +132,19 @@ def test_batch_sizes_across_the_small_and_threaded_plans(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_forward_plans_give_the_same_bits_for_every_thread_count(dtype):
-    # more threads than cores on purpose: the products share tiles, never a sum
-    sizes = [64, 128, 64, 10]
+@pytest.mark.parametrize("sizes", [[64, 128, 64, 10], [13, 300, 300, 5]],
+                         ids=["rows-split", "tiles-shared"])
+def test_forward_plans_give_the_same_bits_for_every_thread_count(dtype, sizes):
+    # more threads than cores on purpose. A small network's threads take rows through
+    # every layer, a large one's share each product's tiles; either way no sum changes
     net = net_of("gelu", dtype=dtype, sizes=sizes)
-    X = batch(3001, width=64, dtype=dtype)
+    assert (net._params.size <= 1 << 16) == (sizes[1] == 128)
+    X = batch(3001, width=sizes[0], dtype=dtype)
+    np.testing.assert_array_equal(net.forward(X), old_forward(net, X))
     outs = []
     for nt in (1, 2, 3, 4, 7):
         fwd = _network.Forward(net._params, net._sizes, net._acts, 4096, nt)
-        out = np.empty((X.shape[0], 10), dtype=dtype)
+        out = np.empty((X.shape[0], sizes[-1]), dtype=dtype)
         fwd.run(X, out)
         outs.append(out)
         for n_threads in (1, 2, 3):
