@@ -1,6 +1,6 @@
 """Prediction latency and throughput: fastbp against scikit-learn and PyTorch.
 
-    python benchmarks/bench_predict.py                  # float32 and float64, 1 / 1,000 / 100,000 rows
+    python benchmarks/bench_predict.py            # float32 and float64; 1, 1,000, 100,000 rows
     python benchmarks/bench_predict.py --rounds 3 --rows 1 1000   # quicker
 
 The network is digits-sized, 64-128-64-10 with relu, trained briefly (scikit-learn's

@@ -176,8 +176,8 @@ class Network:
         with self._lock:
             state = {k: v for k, v in self.__dict__.items()
                      if k not in ("_lock", "_grads", "_weights", "_biases", "_work_cache",
-                                  "_trainer_cache", "_rollback_cache", "_forward_small", "_forward_large",
-                                  "_training_thread")}
+                                  "_trainer_cache", "_rollback_cache", "_forward_small",
+                                  "_forward_large", "_training_thread")}
             state["_params"] = self._params.copy()
             for key in ("_rng", "loss_curve_", "history", "optimizer_"):
                 if key in state:
@@ -186,6 +186,7 @@ class Network:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self._exp_output = self.output_activation == "exp"   # absent from older pickles
         self._lock = threading.RLock()
         self._work_cache = None
         self._trainer_cache = None
