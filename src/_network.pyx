@@ -190,20 +190,21 @@ cdef inline bint splits_rows(const Py_ssize_t* sizes, Py_ssize_t L) noexcept nog
 
 cdef inline Py_ssize_t threaded_macs_per_row(const Py_ssize_t* sizes,
                                              Py_ssize_t L) noexcept nogil:
-    # the multiply-adds per row that threads share: the whole pass's when rows are split,
-    # else the largest product's (gemm_threads decides each product alone)
-    cdef Py_ssize_t l, total = 0, widest = 1
+    # The multiply-adds per row that decide the threads of a forward pass: the largest
+    # product's, as gemm_threads decides each product's, for row-split passes too. (The
+    # whole pass's count would thread smaller batches, which a busy machine makes slower:
+    # each thread pool's spinning steals the cores the others wait for.)
+    cdef Py_ssize_t l, widest = 1
     for l in range(L):
-        total += sizes[l] * sizes[l + 1]
         widest = max(widest, sizes[l] * sizes[l + 1])
-    return max(total, 1) if splits_rows(sizes, L) else widest
+    return widest
 
 
 def serial_rows(const Py_ssize_t[::1] sizes):
     """The most rows of a batch whose forward pass runs on one thread whatever n_threads
-    says: under two threads' worth of multiply-adds (GEMM_MACS_PER_THREAD each, as
-    _gemm.pxd's gemm_threads counts them), so resolving the thread count would change
-    nothing."""
+    says: its largest product has under two threads' worth of multiply-adds
+    (GEMM_MACS_PER_THREAD each, as _gemm.pxd's gemm_threads counts them), so resolving
+    the thread count would change nothing."""
     return max(1, (2 * <Py_ssize_t>GEMM_MACS_PER_THREAD - 1)
                // threaded_macs_per_row(&sizes[0], sizes.shape[0] - 1))
 
@@ -273,10 +274,11 @@ cdef class Forward:
         free_plan(&self.plan)
 
     cdef void rows(self, const void* X, void* out, Py_ssize_t B) noexcept nogil:
-        # out (B, n_L) <- the output for X (B, n_0), B <= capacity. Row-split: threads
-        # for the batch's multiply-adds as gemm_threads counts them, each thread its
-        # share of rows through every layer; each row's arithmetic is the same on any
-        # thread, so the bits do not depend on the count.
+        # out (B, n_L) <- the output for X (B, n_0), B <= capacity. Row-split: the
+        # threads gemm_threads would give the largest product, each thread its share of
+        # rows through every layer (one parallel region instead of one per layer); each
+        # row's arithmetic is the same on any thread, so the bits do not depend on the
+        # count.
         cdef Py_ssize_t t, share, lo, hi
         cdef Py_ssize_t L = self.plan.n_layers
         cdef int nt = 1
