@@ -13,7 +13,10 @@ weights are then copied into every contestant:
     with a note, when torch is not installed).
 Inputs are C-contiguous arrays of the benchmark's dtype (rows drawn from the digits data,
 repeated for the larger batches). Every library runs as it does out of the box (fastbp's
-n_threads=None, PyTorch's default threads, NumPy's BLAS unlimited).
+n_threads=None, PyTorch's default threads, NumPy's BLAS unlimited), or with --threads N
+each on N threads (fastbp's n_threads, torch.set_num_threads, threadpoolctl's limit on
+the BLAS). On a machine whose cores are busy with other work, threads of any library
+wait for each other's time slices: compare with --threads 1 there.
 
 Timing: --rounds rounds; in each, every contestant is timed once, their order rotating
 from round to round, with no pause between them. One timing is the mean time of a call
@@ -47,7 +50,7 @@ def _train(dtype):
     return sk, X, y
 
 
-def _contestants(dtype):
+def _contestants(dtype, threads=None):
     """{name: function of X} for every contestant, all with the same weights."""
     import fastbp
     from fastbp.sklearn import MLPClassifier as FastMLP
@@ -55,11 +58,13 @@ def _contestants(dtype):
     coefs = [np.asarray(c, dtype=dtype) for c in sk.coefs_]
     intercepts = [np.asarray(b, dtype=dtype) for b in sk.intercepts_]
 
-    net = fastbp.Network(list(SIZES), activation="relu", loss="cross_entropy", dtype=dtype)
+    net = fastbp.Network(list(SIZES), activation="relu", loss="cross_entropy", dtype=dtype,
+                         n_threads=threads)
     net.weights = coefs
     net.biases = intercepts
 
-    fast = FastMLP(hidden_layer_sizes=SIZES[1:-1], max_iter=1, random_state=0, dtype=dtype)
+    fast = FastMLP(hidden_layer_sizes=SIZES[1:-1], max_iter=1, random_state=0, dtype=dtype,
+                   n_threads=threads)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         fast.fit(X, y)
@@ -79,6 +84,8 @@ def _contestants(dtype):
     except ImportError:
         torch_note = "PyTorch is not installed: skipped"
     else:
+        if threads is not None:
+            torch.set_num_threads(threads)
         tdtype = torch.float32 if dtype == np.float32 else torch.float64
         layers = []
         for i, (W, b) in enumerate(zip(coefs, intercepts)):
@@ -122,8 +129,8 @@ def _time_call(fn, X, min_time):
         number = max(number * 2, int(number * min_time / max(elapsed, 1e-9)) + 1)
 
 
-def run(dtype, rows_list, rounds, min_time):
-    contestants, X_all, note = _contestants(dtype)
+def run(dtype, rows_list, rounds, min_time, threads=None):
+    contestants, X_all, note = _contestants(dtype, threads)
     names = list(contestants)
     results = {}
     for rows in rows_list:
@@ -145,15 +152,25 @@ def main(argv=None):
     parser.add_argument("--min-time", type=float, default=0.2)
     parser.add_argument("--dtypes", nargs="+", default=["float32", "float64"],
                         choices=["float32", "float64"])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="threads for every library (default: each one's own)")
     args = parser.parse_args(argv)
+    limits = None
+    if args.threads is not None:
+        try:
+            from threadpoolctl import threadpool_limits
+            limits = threadpool_limits(limits=args.threads, user_api="blas")
+        except ImportError:
+            print("threadpoolctl is not installed: NumPy's BLAS keeps its threads")
 
     import fastbp
     print(f"fastbp {fastbp.__version__}, Python {platform.python_version()}, "
           f"NumPy {np.__version__}, {platform.machine()}, {os.cpu_count()} CPUs")
     print(f"network {'-'.join(map(str, SIZES))} relu; median of {args.rounds} rounds; "
-          f"times per call")
+          f"times per call; threads: {args.threads or 'each library its own'}")
     for dt in args.dtypes:
-        results, note = run(np.dtype(dt).type, args.rows, args.rounds, args.min_time)
+        results, note = run(np.dtype(dt).type, args.rows, args.rounds, args.min_time,
+                            args.threads)
         print(f"\n{dt}  ({note})")
         names = list(next(iter(results.values())))
         header = f"{'':30s}" + "".join(f"{f'{r} rows':>16s}" for r in args.rows)
@@ -171,6 +188,8 @@ def main(argv=None):
         print(f"{'fastbp.sklearn / sklearn':30s}" + "".join(
             f"{results[r]['fastbp.sklearn predict'] / results[r]['sklearn predict']:16.2f}"
             for r in args.rows))
+    if limits is not None:
+        limits.restore_original_limits()
     return 0
 
 
