@@ -22,7 +22,13 @@ LOSSES = {
     "cross_entropy": (0, "softmax"),
     "binary_cross_entropy": (1, "sigmoid"),
     "mse": (2, None),
+    "poisson": (3, "exp"),
 }
+
+# Output activations the compiled layers do not apply themselves, and the activation they
+# run instead: poisson's exp output stays the logit z in the layer, its loss takes exp(z)
+# from z (exactly, with no overflowing intermediate) and the forward pass applies exp last.
+COMPILED_OUTPUT = {"exp": "identity"}
 
 SUPPORTED_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 

@@ -255,6 +255,9 @@ def check_targets(y, loss, n_out, n_samples, dtype, name="y"):
     _check_finite(Y, name)
     if loss in ("cross_entropy", "binary_cross_entropy") and ((Y < 0).any() or (Y > 1).any()):
         raise ValueError(f"{name} must hold probabilities in [0, 1] for loss={loss!r}")
+    if loss == "poisson" and (Y < 0).any():
+        raise ValueError(f"{name} must be non-negative (counts or rates) for loss='poisson'; "
+                         f"got a minimum of {Y.min()}")
     return None, Y
 
 

@@ -24,7 +24,7 @@ the fast path is tested against.
 import numpy as np
 
 from . import _kernels
-from ._common import ACTIVATIONS, LOSSES, canonical_activation
+from ._common import ACTIVATIONS, COMPILED_OUTPUT, LOSSES, canonical_activation
 from ._runtime import build_info, omp_max_threads
 from ._validation import (
     SUPPORTED_DTYPES,
@@ -172,7 +172,8 @@ def output_gradient(dZ, Z, A, y, loss, output_activation=None):
     else:
         Y = np.empty((0, N), dtype=dtype)
     _no_overlap([("dZ", dZ)], [("Z", Z), ("A", A), ("y", Y)])
-    code = _ACT_SOFTMAX if out_act == "softmax" else ACTIVATIONS[out_act]
+    code = (_ACT_SOFTMAX if out_act == "softmax" else
+            ACTIVATIONS[COMPILED_OUTPUT.get(out_act, out_act)])
     return float(_kernels.output_loss_gradient(dZ, Z, A, labels, Y, LOSSES[loss][0], code))
 
 

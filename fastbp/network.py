@@ -15,8 +15,8 @@ import time
 import numpy as np
 
 from . import _io, _network, _training
-from ._common import (ACTIVATIONS, LOSSES, DivergedError, check_init, fill_initial_parameters,
-                      raise_diverged)
+from ._common import (ACTIVATIONS, COMPILED_OUTPUT, LOSSES, DivergedError, check_init,
+                      fill_initial_parameters, raise_diverged)
 from ._training import Data, EpochStats
 from ._validation import (
     check_activations,
@@ -32,6 +32,7 @@ from ._validation import (
     check_targets,
     check_X,
     effective_n_threads,
+    _all_finite,
 )
 from ._runtime import build_info, omp_max_threads
 
@@ -112,8 +113,10 @@ class Network:
     activation : str or list of str
         Hidden activation(s): "identity", "relu", "leaky_relu" (slope 0.01), "sigmoid"
         (alias "logistic"), "tanh", "gelu" (exact, erf). One name, or one per hidden layer.
-    loss : {"cross_entropy", "binary_cross_entropy", "mse"}
-        cross_entropy implies a softmax output, binary_cross_entropy a sigmoid output.
+    loss : {"cross_entropy", "binary_cross_entropy", "mse", "poisson"}
+        cross_entropy implies a softmax output, binary_cross_entropy a sigmoid output,
+        poisson an exp output (log link) and targets y >= 0; its loss is half the Poisson
+        deviance, y log(y / mu) - y + mu with mu = exp(z), averaged as mse's is.
     output_activation : str or None
         Only for loss="mse": any hidden activation name; default "identity".
     dtype : np.float32 (default) or np.float64
@@ -145,9 +148,13 @@ class Network:
         self._work_cache = None
         self._trainer_cache = None
         self._rollback_cache = None
+        self._forward_small = self._forward_large = None
         self._training_thread = None
 
-        out_code = _network.ACTIVATION_SOFTMAX if self.output_activation == "softmax" else ACTIVATIONS[self.output_activation]
+        out_code = (_network.ACTIVATION_SOFTMAX if self.output_activation == "softmax" else
+                    ACTIVATIONS[COMPILED_OUTPUT.get(self.output_activation,
+                                                    self.output_activation)])
+        self._exp_output = self.output_activation == "exp"
         self._sizes = np.array(self.layer_sizes, dtype=np.intp)
         self._acts = np.array([ACTIVATIONS[a] for a in self.activation] + [out_code], dtype=np.intc)
         self._loss_code = LOSSES[self.loss_name][0]
@@ -169,7 +176,8 @@ class Network:
         with self._lock:
             state = {k: v for k, v in self.__dict__.items()
                      if k not in ("_lock", "_grads", "_weights", "_biases", "_work_cache",
-                                  "_trainer_cache", "_rollback_cache", "_training_thread")}
+                                  "_trainer_cache", "_rollback_cache", "_forward_small",
+                                  "_forward_large", "_training_thread")}
             state["_params"] = self._params.copy()
             for key in ("_rng", "loss_curve_", "history", "optimizer_"):
                 if key in state:
@@ -178,10 +186,12 @@ class Network:
 
     def __setstate__(self, state):
         self.__dict__.update(state)
+        self._exp_output = self.output_activation == "exp"   # absent from older pickles
         self._lock = threading.RLock()
         self._work_cache = None
         self._trainer_cache = None
         self._rollback_cache = None
+        self._forward_small = self._forward_large = None
         self._training_thread = None
         self._grads = np.zeros_like(self._params)
         self._weights, self._biases = self._views(self._params)
@@ -306,6 +316,39 @@ class Network:
         self._trainer_cache = (key, trainer) if small else None
         return trainer
 
+    def _small_forward(self):
+        """The _network.Forward for batches of up to the rows that run on one thread
+        whatever n_threads says (_network.serial_rows: resolving the thread count costs
+        more than such a batch's arithmetic), made once and kept, its workspace held to
+        the cached size by taking fewer rows. The caller holds the lock, which keeps two
+        calls from sharing the workspace."""
+        fwd = self._forward_small
+        if fwd is None:
+            capacity = min(_network.serial_rows(self._sizes), _FORWARD_CHUNK_ROWS)
+            while capacity > 1 and self._forward_work_bytes(capacity, 1) > _WORK_CACHE_BYTES:
+                capacity //= 2
+            self._check_plan_size(capacity, 1)
+            fwd = _network.Forward(self._params, self._sizes, self._acts, capacity, 1,
+                                   self._exp_output)
+            self._forward_small = fwd
+        return fwd
+
+    def _large_forward(self, capacity, n_threads):
+        """A _network.Forward for slices of up to `capacity` rows on n_threads, kept for
+        the next call with the same ones when its workspace is small (as _work's)."""
+        fwd = self._forward_large
+        if fwd is not None and fwd.capacity == capacity and fwd.n_threads == n_threads:
+            return fwd
+        self._check_plan_size(capacity, n_threads)
+        fwd = _network.Forward(self._params, self._sizes, self._acts, capacity, n_threads,
+                               self._exp_output)
+        self._forward_large = fwd if fwd.work_bytes <= _WORK_CACHE_BYTES else None
+        return fwd
+
+    def _forward_work_bytes(self, capacity, n_threads):
+        return _network.work_size(self._sizes, self._acts, capacity, False, False,
+                                  n_threads)[1] * self.dtype.itemsize
+
     def _rollback_buffers(self, n_state):
         """(params copy, state copies): buffers an epoch saves its start into, kept
         between epochs for the same reason as the Trainer."""
@@ -398,19 +441,44 @@ class Network:
 
     # -- public API --------------------------------------------------------------------
 
-    @_serialized
     def forward(self, X):
         """A_L for a batch X of shape (B, n_0): softmax probabilities (cross_entropy),
-        sigmoid probabilities (binary_cross_entropy), or the output activation (mse)."""
-        X = self._check_X(X)
+        sigmoid probabilities (binary_cross_entropy), the output activation (mse), or the
+        means exp(z) (poisson)."""
+        with self._lock:
+            out = self._forward_if_plain(X)
+            if out is None:
+                out = self._forward_checked(self._check_X(X))
+            return out
+
+    def _forward_if_plain(self, X):
+        """forward(X) when X is a plain batch, one that _check_X would return as it is (an
+        ndarray of this dtype, C-contiguous, aligned, native, of this width, finite, with
+        rows); None for any other X, without raising. The caller holds the lock.
+        fastbp.sklearn's predictions use it to skip scikit-learn's checks for such an X."""
+        small = self._forward_small or self._small_forward()
+        # a small batch: checked and computed in one compiled call
+        out = small.plain(X)
+        if out is None and (type(X) is np.ndarray and X.ndim == 2
+                            and X.shape[0] > small.capacity
+                            and X.shape[1] == self.layer_sizes[0] and X.dtype == self.dtype
+                            and X.flags.c_contiguous and X.flags.aligned
+                            and X.dtype.isnative and _all_finite(X)):
+            out = self._forward_checked(X)
+        return out
+
+    def _forward_checked(self, X):
+        """forward for an X that _check_X returned; the caller holds the lock."""
         B = X.shape[0]
         out = np.empty((B, self.layer_sizes[-1]), dtype=self.dtype)
-        nt = self.n_threads
-        work = self._work(min(B, _FORWARD_CHUNK_ROWS), nt, False)
-        for start in range(0, B, _FORWARD_CHUNK_ROWS):
-            stop = min(start + _FORWARD_CHUNK_ROWS, B)
-            _network.forward(self._params, work, self._sizes, self._acts,
-                             X[start:stop], out[start:stop], nt)
+        small = self._forward_small or self._small_forward()
+        if B <= small.capacity:
+            small.run(X, out)
+            return out
+        fwd = self._large_forward(min(B, _FORWARD_CHUNK_ROWS), self.n_threads)
+        for start in range(0, B, fwd.capacity):
+            stop = min(start + fwd.capacity, B)
+            fwd.run(X[start:stop], out[start:stop])
         return out
 
     @_serialized
@@ -517,7 +585,7 @@ class Network:
 
     def predict(self, X):
         """Class labels (cross_entropy), a 0/1 matrix (binary_cross_entropy), or the
-        outputs (mse)."""
+        outputs (mse; poisson: the means exp(z))."""
         out = self.forward(X)
         if self.loss_name == "cross_entropy":
             return out.argmax(axis=1)

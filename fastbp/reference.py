@@ -127,6 +127,8 @@ class Network:
                 A = ACTIVATION_FUNCTIONS[self.activation[l]][0](Z)
             elif self.output_activation == "softmax":
                 A = np.exp(_log_softmax(Z))
+            elif self.output_activation == "exp":
+                A = np.exp(Z)
             else:
                 A = ACTIVATION_FUNCTIONS[self.output_activation][0](Z)
             Zs.append(Z)
@@ -159,6 +161,13 @@ class Network:
             dZ = dZ * f
         elif self.loss_name == "binary_cross_entropy":
             row_loss = (np.maximum(Z, 0) - Z * Y + np.log1p(np.exp(-np.abs(Z)))).sum(axis=1, dtype=np.float64)
+            dZ = (A - Y) * f
+        elif self.loss_name == "poisson":
+            # half the Poisson deviance, y log(y / mu) - y + mu with mu = A = exp(Z) (0 log 0
+            # = 0), written as y (log y - z) - y + mu; gradient mu - y
+            Y64, Z64 = Y.astype(np.float64), Z.astype(np.float64)
+            ylogy = np.where(Y64 > 0, Y64 * (np.log(np.where(Y64 > 0, Y64, 1.0)) - Z64), 0.0)
+            row_loss = (ylogy - Y64 + A.astype(np.float64)).sum(axis=1)
             dZ = (A - Y) * f
         else:  # mse
             diff = A - Y

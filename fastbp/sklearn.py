@@ -17,6 +17,9 @@ compiled pass (scipy's L-BFGS-B drives it, as in scikit-learn). In float64 and w
 same random_state, a fit here follows scikit-learn's fit to rounding.
 
 Differences:
+  * MLPRegressor(loss="poisson") refuses a negative y with a ValueError (scikit-learn
+    documents y >= 0 as required but trains on, with NaN losses).
+  * Sparse X is refused (a TypeError that says so); scikit-learn multiplies it as sparse.
   * sample_weight must be non-negative and not all zero (fastbp.optim's rules).
   * Two extra parameters: n_threads (fastbp.Network's) and dtype (None: float32 when X
     is float32, else float64; float32 trains in float32).
@@ -241,6 +244,9 @@ class _BaseMLP(BaseEstimator):
         if self.out_activation_ == "logistic":
             # binary_log_loss sums over the n_outputs_ columns what fastbp averages
             return "binary_cross_entropy", float(self.n_outputs_)
+        if self.out_activation_ == "exp":
+            # poisson_loss too: the sum over the outputs of each column's mean
+            return "poisson", float(self.n_outputs_)
         # squared_loss is 0.5 * the mean over all elements; fastbp's mse is the mean
         # (its gradient 2/(B n) (A - Y)); scale n/2 gives scikit-learn's (A - Y)/B
         return "mse", self.n_outputs_ / 2.0
@@ -277,9 +283,12 @@ class _BaseMLP(BaseEstimator):
         return net
 
     def _load_parameters(self, net):
-        for i, (coef, intercept) in enumerate(zip(self.coefs_, self.intercepts_)):
-            net.weights[i] = coef
-            net.biases[i] = intercept
+        for views, values in ((net.weights, self.coefs_), (net.biases, self.intercepts_)):
+            for i, (view, value) in enumerate(zip(views, values)):
+                if type(value) is np.ndarray and value.shape == view.shape:
+                    np.copyto(view, value, casting="unsafe")   # what views[i] = value does
+                else:
+                    views[i] = value   # converted and checked, or refused
 
     def __getstate__(self):
         # The network is rebuilt from coefs_/intercepts_ when needed; pickles carry the
@@ -298,7 +307,7 @@ class _BaseMLP(BaseEstimator):
         self.n_outputs_ = y.shape[1]
         self.n_layers_ = len(layer_units)
         if not isinstance(self, ClassifierMixin):
-            self.out_activation_ = "identity"
+            self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
         elif self._label_binarizer.y_type_ == "multiclass":
             self.out_activation_ = "softmax"
         else:
@@ -727,12 +736,37 @@ class _BaseMLP(BaseEstimator):
         intercepts_ (the fitted attributes are the parameters: changing them changes the
         predictions, as in scikit-learn)."""
         if check_input:
+            out = self._forward_if_plain(X)
+            if out is not None:
+                return out
             X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
         net = self._get_network()
         self._load_parameters(net)
         out = net.forward(X)
         # scikit-learn's products take the wider of the input's and the parameters' dtype
         return out.astype(np.result_type(X.dtype, out.dtype), copy=False)
+
+    def _forward_if_plain(self, X):
+        """_forward(X) without scikit-learn's validation when X is a plain batch, one that
+        validate_data would pass through unchanged with nothing to warn about: an ndarray
+        (no feature names) of the fitted width and the network's dtype, C-contiguous,
+        finite, for an estimator fitted without feature names. None for any other X, which
+        then goes scikit-learn's way (its errors and warnings)."""
+        if (type(X) is not np.ndarray or "feature_names_in_" in self.__dict__
+                or X.ndim != 2 or X.shape[1] != getattr(self, "n_features_in_", None)):
+            return None
+        net = self._get_network()
+        if X.dtype != net.dtype:
+            return None
+        with net._lock:
+            self._load_parameters(net)
+            return net._forward_if_plain(X)
+
+    def _is_fitted(self):
+        """check_is_fitted's answer for these estimators without its scan of every
+        attribute: a fit sets coefs_ (an attribute ending in "_", which it looks for)."""
+        if "coefs_" not in self.__dict__:
+            check_is_fitted(self)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -841,7 +875,18 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _output_to_prediction(self, y_pred):
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
-        return self._label_binarizer.inverse_transform(y_pred)
+        binarizer = self._label_binarizer
+        classes = binarizer.classes_
+        if type(y_pred) is np.ndarray and not binarizer.sparse_input_:
+            # LabelBinarizer.inverse_transform's two common cases without its array-API
+            # dispatch: multiclass, the class of each row's first maximum; binary (one
+            # output), the second class where the output passes the threshold
+            if binarizer.y_type_ == "multiclass" and y_pred.ndim == 2:
+                return classes[y_pred.argmax(axis=1)]
+            if binarizer.y_type_ == "binary" and y_pred.ndim == 1 and len(classes) == 2:
+                threshold = (binarizer.pos_label + binarizer.neg_label) / 2.0
+                return classes[(y_pred > threshold).astype(np.intp)]
+        return binarizer.inverse_transform(y_pred)
 
     def predict(self, X):
         """Predict using the multi-layer perceptron classifier.
@@ -856,7 +901,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y : ndarray, shape (n_samples,) or (n_samples, n_classes)
             The predicted classes.
         """
-        check_is_fitted(self)
+        self._is_fitted()
         return self._output_to_prediction(self._forward(X))
 
     @available_if(lambda est: est._check_solver())
@@ -903,7 +948,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             The predicted probability of the sample for each class in the model, where
             classes are ordered as they are in `self.classes_`.
         """
-        check_is_fitted(self)
+        self._is_fitted()
         y_pred = self._forward(X)
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
@@ -923,8 +968,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     procedure, with each epoch run in fastbp's compiled code.
 
     Parameters are scikit-learn's (see its documentation), plus n_threads and dtype (as
-    in fastbp.sklearn.MLPClassifier). solver='lbfgs' and loss='poisson' are not
-    implemented (a ValueError points to scikit-learn). Sparse X is refused.
+    in fastbp.sklearn.MLPClassifier). loss='poisson' trains half the Poisson deviance
+    through an exp output, as scikit-learn does, and refuses a negative y (ValueError).
+    solver='lbfgs' is not implemented (a ValueError points to scikit-learn). Sparse X is
+    refused.
 
     Attributes
     ----------
@@ -975,14 +1022,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
             warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction,
             beta_1, beta_2, epsilon, n_iter_no_change, max_fun, n_threads, dtype)
 
-    def _check_supported(self):
-        super()._check_supported()
-        if self.loss == "poisson":
-            raise ValueError(
-                "loss='poisson' is not implemented by fastbp.sklearn.MLPRegressor (it "
-                "trains the squared error). Use sklearn.neural_network.MLPRegressor("
-                "loss='poisson') for the Poisson deviance.")
-
     @staticmethod
     def _score_function(y, y_pred, sample_weight=None):
         return r2_score(y, y_pred, sample_weight=sample_weight)
@@ -992,6 +1031,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                              y_numeric=True, dtype=self._validate_dtype_arg(), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
+        if self.loss == "poisson" and np.any(y < 0):
+            raise ValueError("y must be non-negative for loss='poisson' (counts or rates: "
+                             "the Poisson deviance of a negative y is undefined); got a "
+                             f"minimum of {np.min(y)}")
         return X, y
 
     def _network_targets(self, y, dtype):
@@ -1010,7 +1053,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         y : ndarray of shape (n_samples, n_outputs)
             The predicted values.
         """
-        check_is_fitted(self)
+        self._is_fitted()
         return self._output_to_prediction(self._forward(X))
 
     @available_if(lambda est: est._check_solver())

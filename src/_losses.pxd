@@ -16,6 +16,7 @@ cdef enum:
     LOSS_CROSS_ENTROPY = 0
     LOSS_BINARY_CROSS_ENTROPY = 1
     LOSS_MSE = 2
+    LOSS_POISSON = 3
     # scikit-learn's log_loss and binary_log_loss: the same gradients, but the value takes
     # the log of the output probability clipped to [eps, 1 - eps] (eps: the dtype's
     # machine epsilon), as its MLP reports and stops on it (fastbp.sklearn only)
@@ -109,6 +110,19 @@ cdef inline double loss_row(
                 row += (z if z > 0 else 0) - z * y + log1p(exp(-fabs(z)))
             if dZ != NULL:
                 dZ[j] = (A[j] - Y[j]) * f
+    elif loss == LOSS_POISSON:
+        # Half the Poisson deviance of y against mu = exp(z) (scikit-learn's poisson_loss):
+        # y log(y / mu) - y + mu = y (log y - z) - y + mu, with 0 log 0 = 0; gradient
+        # mu - y (the log link is canonical). mu is rounded to the network's dtype, as the
+        # reference computes it: a float32 mu past float32's range is a diverged network
+        # (infinite loss), not a finite double.
+        for j in range(i * N, i * N + N):
+            z = Z[j]
+            y = Y[j]
+            m = <floating>exp(z)
+            row += (y * (log(y) - z) if y > 0 else 0) - y + m
+            if dZ != NULL:
+                dZ[j] = (m - Y[j]) * f
     else:
         # mse through the output activation. The square is taken in the network's
         # dtype, as the reference does: a float32 residual whose square overflows

@@ -9,15 +9,22 @@
 from cython cimport floating
 from libc.stdint cimport int64_t, uint32_t, uint64_t
 from libc.string cimport memcpy
-from libc.math cimport isfinite
+from libc.math cimport isfinite, fabs, exp
+from libc.float cimport FLT_MAX, DBL_MAX
+cimport numpy as cnp
 from cpython.pycapsule cimport PyCapsule_GetPointer
 
 import numpy as np
+
+cnp.import_array()
 
 from _plan cimport Plan, make_plan, free_plan, n_parts
 from _passes cimport Objective, Batch, Buffers, StepResult, step, forward_rows
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from _gemm cimport fastbp_set_target, fastbp_target_supported, fastbp_active_target
+from _gemm cimport GEMM_MACS_PER_THREAD, gemm_scratch_size
+from _plan cimport PARTS_MAX_PARAMS
+from cython.parallel cimport prange
 from _optim cimport OptStep, OPT_NONE, OPT_SGD, OPT_ADAM, adam_set_step
 from _activations cimport ACT_SOFTMAX
 from _losses cimport (LOSS_LOG_LOSS_CLIPPED as _LOSS_LOG_LOSS_CLIPPED,
@@ -151,6 +158,239 @@ def forward(floating[::1] params, floating[::1] work, const Py_ssize_t[::1] size
                    B * p.sizes[p.n_layers] * sizeof(floating))
     finally:
         free_plan(&p)
+
+
+cdef inline bint all_finite(const floating* x, Py_ssize_t n) noexcept nogil:
+    # whether no element is NaN or infinite; in blocks without an early exit inside, so
+    # that the comparisons vectorize (NaN fails <=, as infinity fails <= the largest value)
+    cdef Py_ssize_t i, j, stop
+    cdef floating largest = FLT_MAX if floating is float else DBL_MAX
+    cdef bint bad = False
+    for i in range(0, n, 1024):
+        stop = min(i + 1024, n)
+        for j in range(i, stop):
+            bad |= not (fabs(x[j]) <= largest)
+        if bad:
+            return False
+    return True
+
+
+cdef enum:
+    # rows of a batch's share a thread of a row-split forward pass takes: a multiple of
+    # every register tile's row count (a row's result never depends on its tile anyway:
+    # a partial tile is padded and runs the same micro-kernel)
+    ROW_SHARE_QUANTUM = 64
+
+
+cdef inline bint splits_rows(const Py_ssize_t* sizes, Py_ssize_t L) noexcept nogil:
+    # Whether a threaded forward pass gives each thread its own rows through every layer
+    # (one parallel region; each thread packs the weights itself) rather than sharing
+    # each product's tiles: for a network of at most PARTS_MAX_PARAMS parameters, the
+    # training step's rule for row parts (_plan.pxd), whose weights are cheap to repack.
+    cdef Py_ssize_t l, n_params = 0
+    for l in range(L):
+        n_params += (sizes[l] + 1) * sizes[l + 1]
+    return n_params <= PARTS_MAX_PARAMS
+
+
+cdef inline Py_ssize_t threaded_macs_per_row(const Py_ssize_t* sizes,
+                                             Py_ssize_t L) noexcept nogil:
+    # The multiply-adds per row that decide the threads of a forward pass: the largest
+    # product's, as gemm_threads decides each product's, for row-split passes too. (The
+    # whole pass's count would thread smaller batches, which a busy machine makes slower:
+    # each thread pool's spinning steals the cores the others wait for.)
+    cdef Py_ssize_t l, widest = 1
+    for l in range(L):
+        widest = max(widest, sizes[l] * sizes[l + 1])
+    return widest
+
+
+def serial_rows(const Py_ssize_t[::1] sizes):
+    """The most rows of a batch whose forward pass runs on one thread whatever n_threads
+    says: its largest product has under two threads' worth of multiply-adds
+    (GEMM_MACS_PER_THREAD each, as _gemm.pxd's gemm_threads counts them), so resolving
+    the thread count would change nothing."""
+    return max(1, (2 * <Py_ssize_t>GEMM_MACS_PER_THREAD - 1)
+               // threaded_macs_per_row(&sizes[0], sizes.shape[0] - 1))
+
+
+cdef class Forward:
+    """The forward pass of one network for batches of up to `capacity` rows on n_threads,
+    its plan and workspace made once: a prediction pays for one check of X and one
+    output array. It points into the network's parameter buffer (kept referenced); the
+    network's lock keeps two threads from sharing its workspace."""
+
+    cdef Plan plan
+    cdef bint f64
+    cdef bint exp_output          # the outputs are exp of the last layer's (identity) ones
+    cdef int type_num
+    cdef void* params
+    cdef void* work
+    cdef void* row_scratch        # a row-split pass's GEMM scratch, row_scratch_len a thread
+    cdef Py_ssize_t row_scratch_len
+    cdef bint split               # threads take rows, not tiles (splits_rows)
+    cdef object arrays            # what params and work point into
+    cdef readonly int n_threads
+    cdef readonly Py_ssize_t capacity
+    cdef readonly Py_ssize_t work_bytes
+
+    def __cinit__(self, params, sizes, acts, Py_ssize_t capacity, int n_threads,
+                  bint exp_output=False):
+        cdef Py_ssize_t[::1] sizes_view
+        cdef int[::1] acts_view
+        self.plan.w_off = NULL
+        self.plan.partials = NULL
+        dtype = params.dtype
+        if dtype != np.float32 and dtype != np.float64:
+            raise TypeError("Forward: float32 or float64 parameters")
+        self.f64 = dtype == np.float64
+        self.exp_output = exp_output
+        self.type_num = cnp.NPY_DOUBLE if self.f64 else cnp.NPY_FLOAT
+        sizes = np.array(sizes, dtype=np.intp)
+        acts = np.array(acts, dtype=np.intc)
+        sizes_view = sizes
+        acts_view = acts
+        if (capacity < 1 or n_threads < 1 or sizes.shape[0] < 2
+                or acts.shape[0] != sizes.shape[0] - 1):
+            raise ValueError("Forward: bad sizes, capacity or threads")
+        cdef Py_ssize_t l, L = sizes.shape[0] - 1, share
+        self.split = n_threads > 1 and splits_rows(&sizes_view[0], L)
+        # a row-split pass needs no shared tiles: the plan's scratch is one thread's
+        make_plan(&self.plan, sizes_view, acts_view, 0, capacity, False, 1,
+                  1 if self.split else n_threads)
+        work = np.empty(self.plan.work_size, dtype=dtype)
+        self.params = data_of(params, dtype, self.plan.n_params, "params", False)
+        self.work = data_of(work, dtype, self.plan.work_size, "work")
+        self.row_scratch_len = 0
+        if self.split:
+            share = row_share(capacity, n_threads)
+            for l in range(L):
+                self.row_scratch_len = max(self.row_scratch_len, gemm_scratch_size(
+                    share, sizes_view[l + 1], sizes_view[l], 1))
+        row_scratch = np.empty(n_threads * self.row_scratch_len if self.split else 0,
+                               dtype=dtype)
+        self.row_scratch = data_of(row_scratch, dtype, row_scratch.shape[0], "scratch")
+        self.arrays = (params, work, row_scratch, sizes, acts)
+        self.capacity = capacity
+        self.n_threads = n_threads
+        self.work_bytes = work.nbytes + row_scratch.nbytes
+
+    def __dealloc__(self):
+        free_plan(&self.plan)
+
+    cdef void rows(self, const void* X, void* out, Py_ssize_t B) noexcept nogil:
+        # out (B, n_L) <- the output for X (B, n_0), B <= capacity. Row-split: the
+        # threads gemm_threads would give the largest product, each thread its share of
+        # rows through every layer (one parallel region instead of one per layer); each
+        # row's arithmetic is the same on any thread, so the bits do not depend on the
+        # count.
+        cdef Py_ssize_t t, share, lo, hi
+        cdef Py_ssize_t L = self.plan.n_layers
+        cdef int nt = 1
+        if self.split:
+            nt = <int>min(<Py_ssize_t>self.n_threads,
+                          B * threaded_macs_per_row(self.plan.sizes, L) // GEMM_MACS_PER_THREAD)
+        if nt < 2:
+            if self.f64:
+                forward_into(&self.plan, <const double*>self.params, <double*>self.work,
+                             <double*>self.work + self.plan.scratch_off, <const double*>X,
+                             <double*>out, 0, B, 1 if self.split else self.n_threads,
+                             self.exp_output)
+            else:
+                forward_into(&self.plan, <const float*>self.params, <float*>self.work,
+                             <float*>self.work + self.plan.scratch_off, <const float*>X,
+                             <float*>out, 0, B, 1 if self.split else self.n_threads,
+                             self.exp_output)
+            return
+        share = row_share(B, nt)
+        for t in prange(nt, nogil=True, schedule="static", num_threads=nt):
+            lo = t * share
+            hi = min(lo + share, B)
+            if lo < hi:
+                if self.f64:
+                    forward_into(&self.plan, <const double*>self.params,
+                                 <double*>self.work,
+                                 <double*>self.row_scratch + t * self.row_scratch_len,
+                                 <const double*>X, <double*>out, lo, hi, 1, self.exp_output)
+                else:
+                    forward_into(&self.plan, <const float*>self.params, <float*>self.work,
+                                 <float*>self.row_scratch + t * self.row_scratch_len,
+                                 <const float*>X, <float*>out, lo, hi, 1, self.exp_output)
+
+    def plain(self, X):
+        """The output (a new (B, n_L) array) for X when X is a plain batch: an ndarray
+        (not a subclass) of the network's dtype in native byte order, C-contiguous and
+        aligned, of shape (B, n_0) with 1 <= B <= capacity, every value finite. None for
+        any other X, which the caller then checks and converts the usual way (and whose
+        errors it raises)."""
+        cdef cnp.ndarray arr
+        cdef cnp.npy_intp dims[2]
+        cdef Py_ssize_t B, n0 = self.plan.sizes[0]
+        cdef const void* x
+        cdef bint finite
+        if not cnp.PyArray_CheckExact(X):
+            return None
+        arr = <cnp.ndarray>X
+        if (cnp.PyArray_NDIM(arr) != 2 or cnp.PyArray_TYPE(arr) != self.type_num
+                or not cnp.PyArray_ISCARRAY_RO(arr) or not cnp.PyArray_ISNOTSWAPPED(arr)):
+            return None
+        B = cnp.PyArray_DIM(arr, 0)
+        if B < 1 or B > self.capacity or cnp.PyArray_DIM(arr, 1) != n0:
+            return None
+        x = cnp.PyArray_DATA(arr)
+        if self.f64:
+            finite = all_finite(<const double*>x, B * n0)
+        else:
+            finite = all_finite(<const float*>x, B * n0)
+        if not finite:
+            return None
+        dims[0] = B
+        dims[1] = self.plan.sizes[self.plan.n_layers]
+        out = cnp.PyArray_EMPTY(2, dims, self.type_num, 0)
+        if B * n0 * (8 if self.f64 else 4) < 65536:
+            # too little work to repay releasing and taking back the GIL
+            self.rows(x, cnp.PyArray_DATA(<cnp.ndarray>out), B)
+        else:
+            with nogil:
+                self.rows(x, cnp.PyArray_DATA(<cnp.ndarray>out), B)
+        return out
+
+    def run(self, X, out):
+        """out <- the output for X, both checked by the caller: C-contiguous arrays of the
+        network's dtype, X (B, n_0) finite, out (B, n_L), B <= capacity."""
+        cdef Py_ssize_t B = X.shape[0]
+        cdef Py_ssize_t n0 = self.plan.sizes[0], nL = self.plan.sizes[self.plan.n_layers]
+        dtype = np.float64 if self.f64 else np.float32
+        if (B > self.capacity or X.ndim != 2 or out.ndim != 2 or X.shape[1] != n0
+                or out.shape[0] != B or out.shape[1] != nL):
+            raise ValueError("Forward.run: X and out do not fit the plan")
+        cdef const void* x = data_of(X, dtype, B * n0, "X", False)
+        cdef void* y = data_of(out, dtype, B * nL, "out")
+        if B == 0:
+            return
+        with nogil:
+            self.rows(x, y, B)
+
+
+cdef inline Py_ssize_t row_share(Py_ssize_t B, int n_threads) noexcept nogil:
+    # rows of each thread's share of a row-split pass (the last may have fewer)
+    cdef Py_ssize_t share = (B + n_threads - 1) // n_threads
+    return (share + ROW_SHARE_QUANTUM - 1) // ROW_SHARE_QUANTUM * ROW_SHARE_QUANTUM
+
+
+cdef inline void forward_into(const Plan* p, const floating* params, floating* work,
+                              floating* scratch, const floating* X, floating* out,
+                              Py_ssize_t lo, Py_ssize_t hi, int n_threads,
+                              bint exp_output) noexcept nogil:
+    # rows [lo, hi) of the batch X through every layer into the same rows of out
+    cdef Py_ssize_t j, nL = p.sizes[p.n_layers]
+    cdef floating* dst = out + lo * nL
+    forward_rows(p, params, work, scratch, X, lo, hi, n_threads)
+    memcpy(dst, work + p.a_off[p.n_layers] + lo * nL, (hi - lo) * nL * sizeof(floating))
+    if exp_output:
+        # the means exp(z) of the poisson loss, rounded from double as its loss rounds them
+        for j in range((hi - lo) * nL):
+            dst[j] = <floating>exp(<double>dst[j])
 
 
 cdef class StopRule:
