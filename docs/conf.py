@@ -4,7 +4,11 @@ Build (warnings are errors, as in CI):  sphinx-build -W --keep-going -b html doc
 The API pages import fastbp: build against an installed (or in-place built) fastbp.
 """
 
-import fastbp
+try:
+    import fastbp
+except ImportError as exc:  # the source tree's fastbp/ has no compiled modules
+    raise SystemExit(f"the documentation imports an installed fastbp ({exc}): "
+                     "pip install '.[docs]' first") from None
 
 project = "fastbp"
 author = "the fastbp developers"

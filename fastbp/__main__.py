@@ -14,7 +14,7 @@ DEMO_DATASETS = ("digits", "breast_cancer", "diabetes")  # fastbp.demo.DATASETS,
 def _demo(args):
     from .demo import run
     run(epochs=args.epochs, n_threads=args.threads, datasets=args.datasets, chart=args.chart,
-        torch=not args.no_torch)
+        torch=not args.no_torch, repeats=args.repeats)
 
 
 def _bench(args):
@@ -52,6 +52,8 @@ def main(argv=None):
     p.add_argument("--chart", metavar="PNG", default=None,
                    help="write the learning curves and fit times to this PNG (needs matplotlib)")
     p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
+    p.add_argument("--repeats", type=_positive, default=3,
+                   help="fits of each library per data set (the table gives the median time)")
     p.set_defaults(func=_demo)
     p = sub.add_parser("bench", help="samples/s of fastbp against fastbp.reference")
     p.add_argument("--configs", nargs="+", default=["mnist"], choices=["tiny", "mnist", "deep", "wide"])

@@ -13,11 +13,13 @@ initial parameters, the same minibatches and the same Adam settings:
 Every fit runs exactly ``epochs`` epochs (scikit-learn's ``tol`` stopping is switched off
 so all three do the same work) on the same number of threads (fastbp's ``n_threads``,
 scikit-learn's BLAS threads through threadpoolctl, ``torch.set_num_threads``). Only the fit
-is timed. The demo prints one table (fit time, speedup over scikit-learn, test score) and,
+is timed, and each fit runs `repeats` times (the libraries alternating) for a median. The
+demo prints one table (fit time, speedup over scikit-learn, test score) and,
 with ``--chart PATH`` and matplotlib, writes a PNG of the learning curves and fit times.
 """
 
 import dataclasses
+import statistics
 import sys
 import time
 import warnings
@@ -312,7 +314,8 @@ def write_chart(rows, path, epochs):
     return True
 
 
-def run(epochs=50, n_threads=None, datasets=DATASETS, seed=0, chart=None, torch=True):
+def run(epochs=50, n_threads=None, datasets=DATASETS, seed=0, chart=None, torch=True,
+        repeats=3):
     """Train on each data set with each library, print the table, write the chart.
 
     Parameters
@@ -329,6 +332,8 @@ def run(epochs=50, n_threads=None, datasets=DATASETS, seed=0, chart=None, torch=
         Path of a PNG of the learning curves and fit times (needs matplotlib).
     torch : bool
         Train with PyTorch too when it is installed.
+    repeats : int
+        Fits of each library on each data set; the table gives the median time.
 
     Returns
     -------
@@ -353,29 +358,45 @@ def run(epochs=50, n_threads=None, datasets=DATASETS, seed=0, chart=None, torch=
     print(describe_machine())
     print(f"network: {len(HIDDEN)} relu hidden layers {HIDDEN}, adam (lr {LEARNING_RATE}), "
           f"batch {BATCH_SIZE}, alpha {ALPHA}, {epochs} epochs, float64, {n_threads} threads, "
-          f"the same initial parameters and minibatches in every library")
+          f"the same initial parameters and minibatches in every library; median of "
+          f"{repeats} fits")
     with blas_threads(1) as limited:
         if not limited:
             print("threadpoolctl is not installed: scikit-learn's BLAS uses all cores")
     if torch and not have_torch:
         print("PyTorch is not installed: its rows are skipped (pip install torch)")
-    progress = Progress(len(datasets) * len(libraries))
+    def fit(library, split, n_epochs):
+        if library == "fastbp":
+            r, fitted = fit_estimator(fastbp_sklearn, split, n_epochs, seed, n_threads)
+            fit.n_outputs = fitted.n_outputs_   # the output width PyTorch's network needs
+        elif library == "scikit-learn":
+            r, _ = fit_estimator(sklearn.neural_network, split, n_epochs, seed, n_threads)
+        else:
+            r = fit_torch(split, n_epochs, seed, n_threads, fit.n_outputs)
+        r.library = library
+        return r
+
+    # One untimed epoch of each library first: thread pools, lazy imports and first-call
+    # costs then stay out of every timed fit.
+    warm_up = load_split(datasets[0], seed)
+    for library in libraries:
+        fit(library, warm_up, 1)
+    progress = Progress(len(datasets) * len(libraries) * repeats)
     rows = []
     for name in datasets:
         split = load_split(name, seed)
+        times = {library: [] for library in libraries}
         results = {}
-        for library in libraries:
-            progress.start(name, library)
-            if library == "fastbp":
-                r, fitted = fit_estimator(fastbp_sklearn, split, epochs, seed, n_threads)
-                n_outputs = fitted.n_outputs_
-            elif library == "scikit-learn":
-                r, _ = fit_estimator(sklearn.neural_network, split, epochs, seed, n_threads)
-            else:
-                r = fit_torch(split, epochs, seed, n_threads, n_outputs)
-            r.library = library
-            results[library] = r
-            progress.finish(name, library, r.seconds)
+        # the libraries alternate, so that a slow moment of a shared machine hits all alike
+        for _ in range(repeats):
+            for library in libraries:
+                progress.start(name, library)
+                r = fit(library, split, epochs)
+                times[library].append(r.seconds)
+                results.setdefault(library, r)   # every repeat trains the same bits
+                progress.finish(name, library, r.seconds)
+        for library, r in results.items():
+            r.seconds = statistics.median(times[library])
         rows.append((split, results))
     print(format_table(rows))
     print("speedup: scikit-learn's fit time over this library's; test score on the held-out 25%")

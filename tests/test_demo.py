@@ -22,7 +22,7 @@ def no_pauses(monkeypatch):
 
 
 def run_demo(capsys, *args):
-    assert main(["demo", "--epochs", "3", "--threads", "2", *args]) == 0
+    assert main(["demo", "--epochs", "3", "--threads", "2", "--repeats", "1", *args]) == 0
     out = capsys.readouterr()
     rows = [m.groups() for m in map(ROW.match, out.out.splitlines()) if m]
     return out, rows
@@ -54,10 +54,11 @@ def test_table_has_one_row_per_dataset_and_library(capsys):
 
 
 def test_progress_is_a_line_per_fit_off_a_terminal(capsys):
-    out, rows = run_demo(capsys, "--datasets", "breast_cancer", "--no-torch")
+    out, rows = run_demo(capsys, "--datasets", "breast_cancer", "--no-torch", "--repeats", "2")
     lines = [line for line in out.err.splitlines() if line.startswith("[")]
-    assert len(lines) == 2
-    assert lines[-1].startswith("[" + "#" * 20 + "] 2/2")
+    assert len(lines) == 4                  # 2 libraries x 2 repeats
+    assert lines[-1].startswith("[" + "#" * 20 + "] 4/4")
+    assert len(rows) == 2                   # one row per library: the median of its repeats
 
 
 def test_progress_rewrites_one_line_on_a_terminal():
