@@ -232,6 +232,12 @@ class Progress:
         filled = width * self.done // self.total
         return "[" + "#" * filled + "." * (width - filled) + f"] {self.done}/{self.total}"
 
+    def note(self, text):
+        """A status shown until the next line replaces it (on a terminal only)."""
+        if self.live:
+            self.stream.write(f"\r\033[K{text}")
+            self.stream.flush()
+
     def start(self, dataset, library):
         if self.live:
             self.stream.write(f"\r\033[K{self._bar()} training {library} on {dataset} ...")
@@ -356,10 +362,10 @@ def run(epochs=50, n_threads=None, datasets=DATASETS, seed=0, chart=None, torch=
             pass
     libraries = ["fastbp", "scikit-learn"] + (["pytorch"] if have_torch else [])
     print(describe_machine())
-    print(f"network: {len(HIDDEN)} relu hidden layers {HIDDEN}, adam (lr {LEARNING_RATE}), "
-          f"batch {BATCH_SIZE}, alpha {ALPHA}, {epochs} epochs, float64, {n_threads} threads, "
-          f"the same initial parameters and minibatches in every library; median of "
-          f"{repeats} fits")
+    print(f"network: relu hidden layers {HIDDEN}, adam (lr {LEARNING_RATE}), batch {BATCH_SIZE}, "
+          f"alpha {ALPHA}, {epochs} epochs, float64, {n_threads} threads;")
+    print(f"the same initial parameters and minibatches in every library; median of {repeats} "
+          f"fits each")
     with blas_threads(1) as limited:
         if not limited:
             print("threadpoolctl is not installed: scikit-learn's BLAS uses all cores")
@@ -378,10 +384,11 @@ def run(epochs=50, n_threads=None, datasets=DATASETS, seed=0, chart=None, torch=
 
     # One untimed epoch of each library first: thread pools, lazy imports and first-call
     # costs then stay out of every timed fit.
+    progress = Progress(len(datasets) * len(libraries) * repeats)
+    progress.note("warming up: one untimed epoch of each library ...")
     warm_up = load_split(datasets[0], seed)
     for library in libraries:
         fit(library, warm_up, 1)
-    progress = Progress(len(datasets) * len(libraries) * repeats)
     rows = []
     for name in datasets:
         split = load_split(name, seed)
@@ -402,7 +409,8 @@ def run(epochs=50, n_threads=None, datasets=DATASETS, seed=0, chart=None, torch=
     print("speedup: scikit-learn's fit time over this library's; test score on the held-out 25%")
     for other in libraries[1:]:
         ratios = [res[other].seconds / res["fastbp"].seconds for _, res in rows]
-        print(f"fastbp fits {min(ratios):.1f}-{max(ratios):.1f}x faster than {other}")
+        spread = f"{min(ratios):.1f}x" if len(ratios) == 1 else f"{min(ratios):.1f}x to {max(ratios):.1f}x"
+        print(f"fastbp's speedup over {other}: {spread}")
     if chart is not None and write_chart(rows, chart, epochs):
         print(f"chart written to {chart}")
     return rows
