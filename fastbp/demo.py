@@ -287,8 +287,11 @@ def write_chart(rows, path, epochs):
     axes = [fig.add_subplot(grid[0, i]) for i in range(n)] + [fig.add_subplot(grid[1, :])]
     for ax, (split, results) in zip(axes, rows):
         for library, r in results.items():
+            # fastbp's line is drawn wide and pale under the others, which it coincides with
+            wide = library == "fastbp"
             ax.plot(range(1, len(r.loss_curve) + 1), r.loss_curve, styles[library],
-                    color=colors[library], label=library, linewidth=1.6)
+                    color=colors[library], label=library, linewidth=5 if wide else 1.6,
+                    alpha=0.45 if wide else 1.0)
         ax.set_yscale("log")
         ax.set_title(f"{split.name}: training loss", fontsize=10)
         ax.set_xlabel("epoch")
