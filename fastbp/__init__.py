@@ -13,8 +13,8 @@ The documentation is in docs/ (build it with sphinx-build docs docs/_build/html)
 from ._version import __version__
 from . import _dispatch  # chooses the SIMD target before anything runs
 from .network import Network, load
-from ._common import DivergedError
+from ._common import ConvergenceWarning, DivergedError
 from ._config import show_config
 from . import kernels, optim, reference
 
-__all__ = ["Network", "load", "DivergedError", "show_config", "kernels", "optim", "reference", "__version__"]
+__all__ = ["Network", "load", "ConvergenceWarning", "DivergedError", "show_config", "kernels", "optim", "reference", "__version__"]

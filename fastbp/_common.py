@@ -99,6 +99,11 @@ class DivergedError(ValueError):
     catches bad input keeps catching it."""
 
 
+class ConvergenceWarning(UserWarning):
+    """An optimizer stopped before it converged (L-BFGS at its iteration or evaluation
+    limit). fastbp.sklearn warns with scikit-learn's ConvergenceWarning instead."""
+
+
 def raise_diverged(net, where, lr, parameters=False):
     """The error fit, train_epoch and train_step raise when training diverges: the loss
     is not finite before a step, or (parameters=True) a step made a parameter or an

@@ -266,6 +266,16 @@ def fit(net, X, y, *, epochs, batch_size, lr, shuffle, optimizer, momentum, nest
         if not callable(cb):
             raise TypeError(f"callbacks must be callables cb(net, epoch, logs); got {cb!r}")
     opt = optim.make_optimizer(optimizer, lr, momentum, nesterov, beta1, beta2, epsilon, l2)
+    if isinstance(opt, optim.LBFGS):
+        unused = [name for name, given in (
+            ("validation_data", validation_data is not None),
+            ("validation_split", validation_split != 0.0), ("early_stopping", early_stopping),
+            ("lr_schedule", lr_schedule != "constant"), ("callbacks", bool(callbacks)))
+            if given]
+        if unused:
+            raise ValueError(f"{', '.join(unused)} do not apply to the full-batch L-BFGS "
+                             "optimizer (fit's epochs are its iterations)")
+        return fit_lbfgs(net, data, opt, epochs, progress=Progress(verbose, epochs))
     train, val = split_validation(net, data, validation_data, validation_split)
     net._bind_optimizer(opt)  # lr for this dtype, state for this network: before any change
 
@@ -323,4 +333,30 @@ def fit(net, X, y, *, epochs, batch_size, lr, shuffle, optimizer, momentum, nest
             break
     if early_stopping and best_params is not None:
         net._set_parameters(best_params)
+    return net
+
+
+def fit_lbfgs(net, data, opt, max_iter, progress):
+    """Network.fit with an optim.LBFGS: scipy's L-BFGS-B from the network's parameters
+    over all of `data`, at most max_iter iterations; the network ends with the result.
+    history["loss"] and loss_curve_ get the objective (loss plus penalty) after each
+    iteration."""
+    from . import _lbfgs
+    objective = net._full_batch(data, opt.l2, opt.l2_per_sample)
+    losses = []
+
+    def after_iteration(intermediate_result):
+        losses.append(float(intermediate_result.fun))
+        progress.message(f"iteration {len(losses)}: loss {losses[-1]:.6g}")
+
+    result = _lbfgs.minimize(objective, objective.x0(), max_iter=max_iter,
+                             max_fun=opt.max_fun, tol=opt.tol, callback=after_iteration)
+    objective.set(result.x)
+    opt.n_iter_ = _lbfgs.iterations(result, max_iter)
+    opt.n_fun_ = int(result.nfev)
+    net.optimizer_ = opt
+    net.loss_curve_.extend(losses)
+    net.history = {"loss": losses, "val_loss": [None] * len(losses),
+                   "val_score": [None] * len(losses), "lr": [None] * len(losses),
+                   "samples_per_s": [None] * len(losses), "seconds": [None] * len(losses)}
     return net

@@ -367,6 +367,11 @@ class Network:
             norm += mass
         return total / norm if norm > 0 else 0.0
 
+    def _full_batch(self, data, l2, l2_per_sample):
+        """The objective of a full-batch optimizer over `data` (see _lbfgs.FullBatch)."""
+        from ._lbfgs import FullBatch
+        return FullBatch(self, data, l2, l2_per_sample)
+
     def _kernel_targets(self, data):
         labels = data.labels if data.labels is not None else np.empty(0, dtype=np.int64)
         Y = data.Y if data.Y is not None else np.empty((0, self.layer_sizes[-1]), dtype=self.dtype)
@@ -381,12 +386,15 @@ class Network:
         run = self._epoch_runner(data, order.shape[0], batch_size, opt, loss_scale, progress)
         return run(order)
 
-    def _epoch_runner(self, data, n, batch_size, opt, loss_scale=1.0, progress=None):
+    def _epoch_runner(self, data, n, batch_size, opt, loss_scale=1.0, progress=None,
+                      step_non_finite=False):
         """An EpochRunner for n rows of `data` (order of n rows, int64, C-contiguous),
         with everything that stays the same from one epoch to the next prepared once, for
         loops of many short epochs (fastbp.sklearn's fit). opt.lr may change between
-        calls (learning-rate schedules)."""
-        return EpochRunner(self, data, n, batch_size, opt, loss_scale, progress)
+        calls (learning-rate schedules). step_non_finite: epochs go on through a
+        divergence as scikit-learn's do (see EpochRunner)."""
+        return EpochRunner(self, data, n, batch_size, opt, loss_scale, progress,
+                           step_non_finite)
 
     # -- public API --------------------------------------------------------------------
 
@@ -537,9 +545,15 @@ class EpochRunner:
     Trainer (src/_network.pyx) holds the plan, the buffers and the optimizer's settings
     for all of them; this adds what happens when training diverges. Call it with an order
     of the rows (int64, C-contiguous, n long) for one epoch, or use run_epochs for runs
-    of epochs (fastbp.sklearn). The caller holds the network's lock."""
+    of epochs (fastbp.sklearn). The caller holds the network's lock.
 
-    def __init__(self, net, data, n, batch_size, opt, loss_scale=1.0, progress=None):
+    With step_non_finite, a non-finite loss or parameter does not stop an epoch: every
+    step is taken, NaN and infinities flowing on as in scikit-learn's fit (whose loss
+    curve, validation scores and early-stopping restore fastbp.sklearn reproduces), and
+    nothing raises DivergedError."""
+
+    def __init__(self, net, data, n, batch_size, opt, loss_scale=1.0, progress=None,
+                 step_non_finite=False):
         self.net, self.opt, self.n, self.progress = net, opt, n, progress
         X, labels, Y = net._kernel_targets(data)
         capacity = min(batch_size, n) if n > 0 else 1
@@ -550,7 +564,7 @@ class EpochRunner:
                           data.weights)
         kind, momentum, nesterov, beta1, beta2, eps = opt._hyper()
         self._hyper = (kind, momentum, nesterov, beta1, beta2, eps)
-        self.trainer.set_objective(loss_scale, opt.l2, opt.l2_per_sample)
+        self.trainer.set_objective(loss_scale, opt.l2, opt.l2_per_sample, step_non_finite)
         self._checked_lr = (opt.lr, lr)
         self.loss_scale = loss_scale
         # what a non-finite parameter after a step rolls back to: the epoch is replayed

@@ -28,7 +28,7 @@ import numbers
 
 import numpy as np
 
-__all__ = ["SGD", "Adam", "Optimizer"]
+__all__ = ["SGD", "Adam", "LBFGS", "Optimizer"]
 
 _KIND_SGD = 1  # src/_optim.pxd OPT_SGD
 _KIND_ADAM = 2  # src/_optim.pxd OPT_ADAM
@@ -216,22 +216,72 @@ class Adam(Optimizer):
         return self._kind, 0.0, False, self.beta1, self.beta2, self.epsilon
 
 
-def make_optimizer(optimizer, lr=None, momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999,
-                   epsilon=1e-8, l2=0.0):
-    """An `Optimizer` from `fit`'s arguments.
+class LBFGS:
+    """Full-batch L-BFGS: scipy.optimize.minimize(method="L-BFGS-B") on the loss over all
+    the training rows and its gradient, each computed by one compiled pass (scikit-learn's
+    solver="lbfgs"). Not a minibatch optimizer: Network.fit takes it (its `epochs` are
+    the iterations), train_epoch does not. Needs scipy.
 
     Parameters
     ----------
-    optimizer : {"sgd", "adam"} or Optimizer
-        A name builds an optimizer (lr defaults to 0.1 for sgd, 0.001 for adam); an
-        instance is used as it is, and the other arguments must be left at their defaults.
+    max_fun : int, default=15000
+        At most this many evaluations of the loss and gradient.
+    tol : float, default=1e-4
+        scipy's gtol: stop once every component of the projected gradient is at most tol.
+    l2 : float, default=0.0
+        L2 penalty 0.5 * l2 * sum(W**2) on the weights.
+    l2_per_sample : bool, default=False
+        Divide the penalty by the sample-weight sum (scikit-learn's alpha).
+
+    Attributes
+    ----------
+    n_iter_ : int
+        The iterations the last fit ran.
+    n_fun_ : int
+        The evaluations of the loss and gradient the last fit made.
+    """
+
+    _fields = ("max_fun", "tol", "l2", "l2_per_sample")
+
+    def __init__(self, max_fun=15000, tol=1e-4, l2=0.0, l2_per_sample=False):
+        if isinstance(max_fun, (bool, np.bool_)) or not isinstance(max_fun, numbers.Integral):
+            raise TypeError(f"max_fun must be an int; got {max_fun!r}")
+        if max_fun < 1:
+            raise ValueError(f"max_fun must be >= 1; got {max_fun!r}")
+        self.max_fun = int(max_fun)
+        self.tol = _real(tol, "tol", low=0.0)
+        self.l2 = _real(l2, "l2", low=0.0)
+        self.l2_per_sample = _flag(l2_per_sample, "l2_per_sample")
+        self.n_iter_ = 0
+        self.n_fun_ = 0
+
+    def __repr__(self):
+        fields = ", ".join(f"{k}={getattr(self, k)!r}" for k in self._fields)
+        return f"fastbp.optim.LBFGS({fields})"
+
+
+def make_optimizer(optimizer, lr=None, momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999,
+                   epsilon=1e-8, l2=0.0):
+    """An `Optimizer` (or `LBFGS`) from `fit`'s arguments.
+
+    Parameters
+    ----------
+    optimizer : {"sgd", "adam", "lbfgs"} or Optimizer or LBFGS
+        A name builds an optimizer (lr defaults to 0.1 for sgd, 0.001 for adam; lbfgs
+        takes no lr); an instance is used as it is, and the other arguments must then be
+        left at their defaults.
     lr, momentum, nesterov, beta1, beta2, epsilon, l2
-        As `SGD`'s and `Adam`'s.
+        As `SGD`'s and `Adam`'s (`l2` also `LBFGS`'s).
 
     Returns
     -------
-    Optimizer
+    Optimizer or LBFGS
     """
+    if isinstance(optimizer, LBFGS):
+        if lr is not None or momentum != 0.0 or nesterov or l2 != 0.0 or (beta1, beta2, epsilon) != (0.9, 0.999, 1e-8):
+            raise ValueError("give the hyperparameters to the optimizer object, not to fit, "
+                             "when `optimizer` is an LBFGS instance")
+        return optimizer
     if isinstance(optimizer, Optimizer):
         if lr is not None or momentum != 0.0 or nesterov or l2 != 0.0 or (beta1, beta2, epsilon) != (0.9, 0.999, 1e-8):
             raise ValueError("give the hyperparameters to the optimizer object, not to fit, "
@@ -246,4 +296,9 @@ def make_optimizer(optimizer, lr=None, momentum=0.0, nesterov=False, beta1=0.9, 
         if momentum != 0.0 or nesterov:
             raise ValueError("momentum and nesterov apply to optimizer='sgd', not 'adam'")
         return Adam(0.001 if lr is None else lr, beta1=beta1, beta2=beta2, epsilon=epsilon, l2=l2)
-    raise ValueError(f"optimizer must be 'sgd' or 'adam'; got {optimizer!r}")
+    if name == "lbfgs":
+        if lr is not None or momentum != 0.0 or nesterov or (beta1, beta2, epsilon) != (0.9, 0.999, 1e-8):
+            raise ValueError("optimizer='lbfgs' takes no lr, momentum, nesterov, beta1, beta2 "
+                             "or epsilon (use fastbp.optim.LBFGS for max_fun and tol)")
+        return LBFGS(l2=l2)
+    raise ValueError(f"optimizer must be 'sgd', 'adam' or 'lbfgs'; got {optimizer!r}")

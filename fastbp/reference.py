@@ -224,6 +224,10 @@ class Network:
         return float(self._loss_and_output_grad(Zs[-1], As[-1], data.labels, data.Y,
                                                 data.weights)[0])
 
+    def _full_batch(self, data, l2, l2_per_sample):
+        """The objective of a full-batch optimizer over `data` (_FullBatch)."""
+        return _FullBatch(self, data, l2, l2_per_sample)
+
     def _state_views(self, state):
         """Per-layer (weight, bias) views of optimizer state buffers laid out like
         fastbp.Network's parameter buffer."""
@@ -393,3 +397,41 @@ class Network:
 def load(path):
     """Load a file written by save() into a reference.Network."""
     return _io.load_network(path, Network)
+
+
+class _FullBatch:
+    """fastbp/_lbfgs.py FullBatch in NumPy: the mean loss over all of `data` plus the L2
+    penalty, and its gradient, at x (every parameter in the compiled network's buffer
+    order: W_0, b_0, W_1, b_1, ...)."""
+
+    def __init__(self, net, data, l2, l2_per_sample):
+        self.net, self.data = net, data
+        w_sum = data.X.shape[0] if data.weights is None else data.weights.sum(dtype=np.float64)
+        self.decay = l2 / w_sum if l2_per_sample and w_sum > 0 else (0.0 if l2_per_sample else l2)
+
+    def _arrays(self):
+        return [p for W, b in zip(self.net.weights, self.net.biases) for p in (W, b)]
+
+    def x0(self):
+        return np.concatenate([p.ravel() for p in self._arrays()]).astype(np.float64)
+
+    def set(self, x):
+        off = 0
+        for p in self._arrays():
+            p[...] = x[off:off + p.size].reshape(p.shape)
+            off += p.size
+
+    def __call__(self, x):
+        self.set(x)
+        net, d = self.net, self.data
+        Zs, As = net._forward(d.X)
+        value, dZ = net._loss_and_output_grad(Zs[-1], As[-1], d.labels, d.Y, d.weights)
+        dW, db = net._backward(Zs, As, dZ)
+        penalty = 0.0
+        if self.decay:
+            dt = net.dtype.type
+            penalty = 0.5 * self.decay * sum(float(np.dot(W.ravel().astype(np.float64), W.ravel()))
+                                             for W in net.weights)
+            dW = [g + dt(self.decay) * W for g, W in zip(dW, net.weights)]
+        grads = [g for gW, gb in zip(dW, db) for g in (gW.ravel(), gb)]
+        return value + penalty, np.concatenate(grads).astype(np.float64)

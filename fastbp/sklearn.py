@@ -5,21 +5,22 @@
 The estimators take scikit-learn's constructor parameters with their defaults and
 meanings, set the same fitted attributes and follow scikit-learn's training procedure
 step by step (sklearn/neural_network/_multilayer_perceptron.py, BaseMultilayerPerceptron:
-_initialize, _fit, _fit_stochastic, _update_no_improvement_count and the optimizers of
-_stochastic_optimizers.py): the same initial parameters drawn from the same random
-state, the same shuffles and validation split, the same minibatches, update rules,
-learning-rate schedules, stopping rules and early-stopping restore. Only the epoch
-itself runs elsewhere: each one is a single call to fastbp.Network's compiled epoch, which
-runs the minibatches in compiled, multi-threaded code. In float64 and with the same
-random_state, a fit here follows scikit-learn's fit to rounding.
+_initialize, _fit, _fit_stochastic, _fit_lbfgs, _update_no_improvement_count and the
+optimizers of _stochastic_optimizers.py): the same initial parameters drawn from the same
+random state, the same shuffles and validation split, the same minibatches, update rules,
+learning-rate schedules, stopping rules, early-stopping restore, and the same reported
+losses (the log loss of a probability clipped to [eps, 1 - eps]). A fit that diverges
+goes on as scikit-learn's does (NaN or infinite losses and scores) and ends as it does.
+Only the arithmetic runs elsewhere: each epoch is a single call to fastbp.Network's
+compiled epoch, and solver="lbfgs" gets the full-batch loss and gradient from one
+compiled pass (scipy's L-BFGS-B drives it, as in scikit-learn). In float64 and with the
+same random_state, a fit here follows scikit-learn's fit to rounding.
 
 Differences:
-  * solver="lbfgs" (and MLPRegressor's loss="poisson") are not implemented: a ValueError
-    points to scikit-learn's own estimators.
-  * Sparse X is refused (a TypeError that says so); scikit-learn multiplies it as sparse.
   * sample_weight must be non-negative and not all zero (fastbp.optim's rules).
   * Two extra parameters: n_threads (fastbp.Network's) and dtype (None: float32 when X
     is float32, else float64; float32 trains in float32).
+  * solver="lbfgs" keeps float32 parameters float32 (scikit-learn's become float64).
 
 scikit-learn is an optional dependency of fastbp: only this module needs it.
 """
@@ -51,8 +52,7 @@ except ImportError as exc:  # scikit-learn missing, or older than 1.6 (no valida
 import numpy as np
 
 from .network import Network
-from ._common import DivergedError
-from . import _network, optim
+from . import _lbfgs, _network, optim
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
 
@@ -120,12 +120,24 @@ def _binarize_fitted_labels(binarizer, y):
     return Y
 
 
-def _lbfgs_error(estimator):
-    name = type(estimator).__name__
-    return ValueError(
-        f"solver='lbfgs' is not implemented by fastbp.sklearn.{name}: fastbp trains with "
-        f"the stochastic solvers 'sgd' and 'adam'. Use solver='adam' or solver='sgd', or "
-        f"sklearn.neural_network.{name}(solver='lbfgs') for L-BFGS.")
+class _SGDOptimizer(optim.SGD):
+    """fastbp's SGD with scikit-learn's SGDOptimizer.learning_rate (the current rate)."""
+
+    @property
+    def learning_rate(self):
+        return self.lr
+
+
+class _AdamOptimizer(optim.Adam):
+    """fastbp's Adam with scikit-learn's AdamOptimizer.learning_rate: the rate of the
+    last step with its bias correction (the initial rate before any step)."""
+
+    @property
+    def learning_rate(self):
+        t = self.t
+        if t == 0:
+            return self.lr
+        return self.lr * np.sqrt(1 - self.beta2**t) / (1 - self.beta1**t)
 
 
 def _check_dtype_param(dtype):
@@ -214,8 +226,7 @@ class _BaseMLP(BaseEstimator):
         self.dtype = dtype
 
     def _check_supported(self):
-        if self.solver == "lbfgs":
-            raise _lbfgs_error(self)
+        """Raises for a configuration fastbp does not train (none left here)."""
 
     def _validate_dtype_arg(self):
         """validate_data's dtype argument: X is converted to the training dtype at once."""
@@ -255,6 +266,12 @@ class _BaseMLP(BaseEstimator):
         if net is None or getattr(self, "_net_key", None) != key:
             net = Network(list(units), activation=self.activation, loss=loss, dtype=dtype,
                           seed=0, n_threads=self.n_threads)
+            # the loss values scikit-learn reports (and stops on) take the log of the
+            # probability clipped to [eps, 1 - eps]; the gradients are the same
+            clipped = {"cross_entropy": _network.LOSS_LOG_LOSS_CLIPPED,
+                       "binary_cross_entropy": _network.LOSS_BINARY_LOG_LOSS_CLIPPED}
+            if loss in clipped:
+                net._loss_code = clipped[loss]
             self._net = net
             self._net_key = key
         return net
@@ -297,16 +314,17 @@ class _BaseMLP(BaseEstimator):
         self._best_coefs = [c.copy() for c in self.coefs_]
         self._best_intercepts = [i.copy() for i in self.intercepts_]
 
-        self.loss_curve_ = []
-        self._no_improvement_count = 0
-        if self.early_stopping:
-            self.validation_scores_ = []
-            self.best_validation_score_ = -np.inf
-            self.best_loss_ = None
-        else:
-            self.best_loss_ = np.inf
-            self.validation_scores_ = None
-            self.best_validation_score_ = None
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
 
     def _init_coef(self, fan_in, fan_out, dtype):
         # Glorot et al.'s uniform initialization, drawn exactly as scikit-learn draws it
@@ -337,7 +355,10 @@ class _BaseMLP(BaseEstimator):
         self._random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(y, layer_units, X.dtype)
-        self._fit_stochastic(X, y, sample_weight, layer_units, incremental)
+        if self.solver in _STOCHASTIC_SOLVERS:
+            self._fit_stochastic(X, y, sample_weight, layer_units, incremental)
+        else:
+            self._fit_lbfgs(X, y, sample_weight, layer_units)
 
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             raise ValueError(
@@ -347,11 +368,87 @@ class _BaseMLP(BaseEstimator):
 
     def _make_optimizer(self):
         if self.solver == "sgd":
-            return optim.SGD(lr=self.learning_rate_init, momentum=self.momentum,
-                             nesterov=self.nesterovs_momentum, l2=self.alpha,
-                             l2_per_sample=True)
-        return optim.Adam(lr=self.learning_rate_init, beta1=self.beta_1, beta2=self.beta_2,
-                          epsilon=self.epsilon, l2=self.alpha, l2_per_sample=True)
+            return _SGDOptimizer(lr=self.learning_rate_init, momentum=self.momentum,
+                                 nesterov=self.nesterovs_momentum, l2=self.alpha,
+                                 l2_per_sample=True)
+        return _AdamOptimizer(lr=self.learning_rate_init, beta1=self.beta_1,
+                              beta2=self.beta_2, epsilon=self.epsilon, l2=self.alpha,
+                              l2_per_sample=True)
+
+    # -- L-BFGS (scikit-learn's _fit_lbfgs, _unpack and _loss_grad_lbfgs) -----------------
+
+    def _set_indptr(self, layer_units):
+        """scikit-learn's _coef_indptr and _intercept_indptr: where each layer's
+        coefficients and intercepts lie in the packed vector (coefs first)."""
+        self._coef_indptr, self._intercept_indptr = [], []
+        start = 0
+        for n_in, n_out in zip(layer_units[:-1], layer_units[1:]):
+            self._coef_indptr.append((start, start + n_in * n_out, (n_in, n_out)))
+            start += n_in * n_out
+        for n_out in layer_units[1:]:
+            self._intercept_indptr.append((start, start + n_out))
+            start += n_out
+
+    def _unpack(self, packed_parameters):
+        """coefs_ and intercepts_ <- views of the packed vector (scikit-learn's)."""
+        for i in range(self.n_layers_ - 1):
+            start, end, shape = self._coef_indptr[i]
+            self.coefs_[i] = np.reshape(packed_parameters[start:end], shape)
+            start, end = self._intercept_indptr[i]
+            self.intercepts_[i] = packed_parameters[start:end]
+
+    def _full_batch(self, net, X, y, sample_weight):
+        """_lbfgs.FullBatch of the network over (X, y): scikit-learn's objective in its
+        packed order (the reported loss: for the squared error half the mean over all
+        elements, with the gradient of its own _backprop)."""
+        loss_name, loss_scale = self._network_loss()
+        X = np.ascontiguousarray(X, dtype=net.dtype)
+        targets = self._network_targets(y if y.ndim == 2 else y.reshape(-1, 1), net.dtype)
+        if sample_weight is not None:
+            sample_weight = np.asarray(sample_weight, dtype=net.dtype)
+        data = net._prepare(X, targets, sample_weight)
+        value_factor = 0.5 / loss_scale if loss_name == "mse" else 1.0
+        return _lbfgs.FullBatch(net, data, float(self.alpha), True, loss_scale, value_factor,
+                                order=_lbfgs.packed_order(net.layer_sizes))
+
+    def _fit_lbfgs(self, X, y, sample_weight, layer_units):
+        self._set_indptr(layer_units)
+        net = self._get_network()
+        self._load_parameters(net)
+        with net._lock:
+            objective = self._full_batch(net, X, y, sample_weight)
+            result = _lbfgs.minimize(objective, objective.x0(), max_iter=self.max_iter,
+                                     max_fun=self.max_fun, tol=self.tol,
+                                     verbose=self.verbose)
+            self.n_iter_ = _lbfgs.iterations(result, self.max_iter, ConvergenceWarning)
+            self.loss_ = result.fun
+            objective.set(result.x)
+        self._store_parameters(net)
+
+    def _loss_grad_lbfgs(self, packed_coef_inter, X, y, sample_weight, activations=None,
+                         deltas=None, coef_grads=None, intercept_grads=None):
+        """scikit-learn's: the loss and its gradient (packed like packed_coef_inter) at
+        those parameters, which become coefs_ and intercepts_. y is the training target
+        as fit passes it on (binarized labels for a classifier). The lists activations and
+        deltas are not used (the compiled pass keeps its own); coef_grads and
+        intercept_grads, when given, receive the gradient's layers."""
+        if not hasattr(self, "_coef_indptr"):
+            self._set_indptr([self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_])
+        self._unpack(packed_coef_inter)
+        net = self._get_network()
+        y = np.asarray(y)
+        with net._lock:
+            self._load_parameters(net)
+            loss, grad = self._full_batch(net, X, y, sample_weight)(
+                np.asarray(packed_coef_inter, dtype=np.float64))
+        for i in range(self.n_layers_ - 1):
+            start, end, shape = self._coef_indptr[i]
+            if coef_grads is not None:
+                coef_grads[i] = grad[start:end].reshape(shape)
+            start, end = self._intercept_indptr[i]
+            if intercept_grads is not None:
+                intercept_grads[i] = grad[start:end]
+        return loss, grad
 
     def _fit_stochastic(self, X, y, sample_weight, layer_units, incremental):
         net = self._get_network()
@@ -416,7 +513,10 @@ class _BaseMLP(BaseEstimator):
         # tenth of an epoch's time on data this small)
         data = net._prepare(X, targets, sample_weight)
         # buffers, thread count and optimizer bound once for all epochs
-        run_epoch = net._epoch_runner(data, n_samples, batch_size, opt, loss_scale)
+        # scikit-learn's fit goes on through a divergence (NaN losses and scores, and
+        # early stopping's restore of the best parameters): so does this one
+        run_epoch = net._epoch_runner(data, n_samples, batch_size, opt, loss_scale,
+                                      step_non_finite=True)
         improved = False
         # Runs of epochs in one compiled call (Network._epoch_runner's run_epochs: the
         # shuffle, the rollback copies and the stopping rule between epochs in compiled
@@ -467,20 +567,14 @@ class _BaseMLP(BaseEstimator):
                     order = np.ascontiguousarray(order, dtype=np.int64)
                     if in_runs:
                         sample_idx = order      # the next run shuffles it in place
-                try:
-                    # the data were checked once, before the loop; the order is ours
-                    with net._lock:
-                        if in_a_run:
-                            run_epoch.run_epochs(
-                                sample_idx, self._random_state if self.shuffle else None,
-                                min(steady, self.max_iter - self.n_iter_), rule, completed)
-                        else:
-                            stats = run_epoch(order)
-                except DivergedError as exc:
-                    self._store_parameters(net)
-                    raise ValueError(
-                        "Solver produced non-finite parameter weights. The input data may"
-                        " contain large values and need to be preprocessed.") from exc
+                # the data were checked once, before the loop; the order is ours
+                with net._lock:
+                    if in_a_run:
+                        run_epoch.run_epochs(
+                            sample_idx, self._random_state if self.shuffle else None,
+                            min(steady, self.max_iter - self.n_iter_), rule, completed)
+                    else:
+                        stats = run_epoch(order)
 
                 if not in_a_run:
                     self.n_iter_ += 1

@@ -16,6 +16,25 @@ cdef enum:
     LOSS_CROSS_ENTROPY = 0
     LOSS_BINARY_CROSS_ENTROPY = 1
     LOSS_MSE = 2
+    # scikit-learn's log_loss and binary_log_loss: the same gradients, but the value takes
+    # the log of the output probability clipped to [eps, 1 - eps] (eps: the dtype's
+    # machine epsilon), as its MLP reports and stops on it (fastbp.sklearn only)
+    LOSS_LOG_LOSS_CLIPPED = 8
+    LOSS_BINARY_LOG_LOSS_CLIPPED = 9
+
+
+cdef inline floating clip_probability(floating p) noexcept nogil:
+    # clip(p, eps, 1 - eps) with the dtype's machine epsilon, as scikit-learn's losses
+    cdef floating eps = 1.1920928955078125e-07 if floating is float else 2.220446049250313e-16
+    if p < eps:
+        return eps
+    if p > 1 - eps:
+        return 1 - eps
+    return p
+
+
+cdef inline double clipped_log(floating p) noexcept nogil:
+    return log(<double>clip_probability(p))
 
 
 cdef inline double log_sum_exp_row(const floating* z, Py_ssize_t n) noexcept nogil:
@@ -38,7 +57,8 @@ cdef inline double loss_row(
     cdef Py_ssize_t j, c, jm
     cdef double row = 0, lse, row_mass, z, y
     cdef floating d, m
-    if loss == LOSS_CROSS_ENTROPY:
+    cdef bint clipped = loss == LOSS_LOG_LOSS_CLIPPED or loss == LOSS_BINARY_LOG_LOSS_CLIPPED
+    if loss == LOSS_CROSS_ENTROPY or loss == LOSS_LOG_LOSS_CLIPPED:
         # -sum_c Y_c log softmax(z)_c = sum_c Y_c (lse(z) - z_c);
         # gradient softmax(z) * sum_c Y_c - Y, which is softmax(z) - onehot for labels.
         if lse_from_softmax:
@@ -58,7 +78,7 @@ cdef inline double loss_row(
             lse = log_sum_exp_row(Z + i * N, N)
         if labels != NULL:
             c = labels[i]
-            row = lse - Z[i * N + c]
+            row = -clipped_log(A[i * N + c]) if clipped else lse - Z[i * N + c]
             if dZ != NULL:
                 for j in range(N):
                     dZ[i * N + j] = A[i * N + j] * f
@@ -66,17 +86,27 @@ cdef inline double loss_row(
         else:
             row_mass = 0
             for j in range(N):
-                row += Y[i * N + j] * (lse - Z[i * N + j])
+                if clipped:
+                    row -= Y[i * N + j] * clipped_log(A[i * N + j])
+                else:
+                    row += Y[i * N + j] * (lse - Z[i * N + j])
                 row_mass += Y[i * N + j]
             if dZ != NULL:
                 for j in range(N):
                     dZ[i * N + j] = (A[i * N + j] * <floating>row_mass - Y[i * N + j]) * f
-    elif loss == LOSS_BINARY_CROSS_ENTROPY:
+    elif loss == LOSS_BINARY_CROSS_ENTROPY or loss == LOSS_BINARY_LOG_LOSS_CLIPPED:
         # max(z, 0) - z y + log(1 + exp(-|z|)): never overflows; gradient sigmoid(z) - y.
         for j in range(i * N, i * N + N):
             z = Z[j]
             y = Y[j]
-            row += (z if z > 0 else 0) - z * y + log1p(exp(-fabs(z)))
+            if clipped:
+                # -(y log p + (1 - y) log(1 - p)), p clipped; xlogy's 0 log 0 = 0
+                if y != 0:
+                    row -= y * clipped_log(A[j])
+                if y != 1:
+                    row -= (1 - y) * log(<double>(1 - clip_probability(A[j])))
+            else:
+                row += (z if z > 0 else 0) - z * y + log1p(exp(-fabs(z)))
             if dZ != NULL:
                 dZ[j] = (A[j] - Y[j]) * f
     else:
@@ -107,7 +137,9 @@ cdef inline double loss_norm(const floating* w, Py_ssize_t B, Py_ssize_t N,
     # for the element-wise losses, which average over a row's N outputs too; 0 when the
     # weights sum to zero.
     cdef double w_sum = weight_sum(w, B)
-    return w_sum if loss == LOSS_CROSS_ENTROPY else w_sum * N
+    if loss == LOSS_CROSS_ENTROPY or loss == LOSS_LOG_LOSS_CLIPPED:
+        return w_sum
+    return w_sum * N
 
 
 cdef inline double loss_rows(

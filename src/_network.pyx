@@ -20,6 +20,8 @@ from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from _gemm cimport fastbp_set_target, fastbp_target_supported, fastbp_active_target
 from _optim cimport OptStep, OPT_NONE, OPT_SGD, OPT_ADAM, adam_set_step
 from _activations cimport ACT_SOFTMAX
+from _losses cimport (LOSS_LOG_LOSS_CLIPPED as _LOSS_LOG_LOSS_CLIPPED,
+                     LOSS_BINARY_LOG_LOSS_CLIPPED as _LOSS_BINARY_LOG_LOSS_CLIPPED)
 
 cdef extern from *:
     """
@@ -48,6 +50,9 @@ cdef double SIGNAL_CHECK_S = 0.02
 
 # Codes the Python layer reads from here rather than retyping them.
 OPTIMIZER_NONE = OPT_NONE
+# scikit-learn's clipped log losses (src/_losses.pxd), for fastbp.sklearn's networks
+LOSS_LOG_LOSS_CLIPPED = _LOSS_LOG_LOSS_CLIPPED
+LOSS_BINARY_LOG_LOSS_CLIPPED = _LOSS_BINARY_LOG_LOSS_CLIPPED
 OPTIMIZER_SGD = OPT_SGD
 OPTIMIZER_ADAM = OPT_ADAM
 ACTIVATION_SOFTMAX = ACT_SOFTMAX
@@ -283,11 +288,42 @@ cdef class Trainer:
         self.opt.eps = eps
         self.lr = lr
 
-    def set_objective(self, double scale, double l2, bint l2_per_sample):
-        """The loss's scale and the L2 penalty (per sample: scikit-learn's alpha)."""
+    def set_objective(self, double scale, double l2, bint l2_per_sample,
+                      bint step_non_finite=False):
+        """The loss's scale and the L2 penalty (per sample: scikit-learn's alpha).
+        step_non_finite: epochs go on through non-finite losses and parameters, stepping
+        as scikit-learn's fit does, instead of stopping before the step (fastbp's rule)."""
         self.obj.scale = scale
         self.obj.l2 = l2
         self.obj.l2_per_sample = l2_per_sample
+        self.obj.step_non_finite = step_non_finite
+
+    def loss_gradient(self, const int64_t[::1] rows):
+        """The objective over the bound data's `rows` as one batch (at most the capacity):
+        its gradient with respect to every parameter, the penalty's included, into the
+        gradient buffer; the parameters unchanged. Returns (data loss times the scale,
+        penalty): a full-batch optimizer's function and gradient."""
+        cdef StepResult res
+        cdef OptStep o = self.opt
+        cdef Batch batch = self.batch
+        cdef double value
+        self.check_epoch(rows, np.zeros(1, dtype=np.int64))
+        if rows.shape[0] < 1 or rows.shape[0] > self.capacity:
+            raise ValueError("Trainer.loss_gradient: between 1 and capacity rows")
+        o.kind = OPT_NONE
+        batch.rows = &rows[0]
+        batch.size = rows.shape[0]
+        with nogil:
+            if self.f64:
+                value = step(&self.plan, &self.buf, &batch, &self.obj, &o, True,
+                             self.n_threads, &res, <double*>NULL)
+            else:
+                value = step(&self.plan, &self.buf, &batch, &self.obj, &o, True,
+                             self.n_threads, &res, <float*>NULL)
+        if res.bad_input:
+            raise ValueError("a row index or label is out of range: the data changed "
+                             "after they were checked")
+        return value, res.penalty
 
     def bind(self, X, labels, Y, weights):
         """The data of the next epochs: X (n, n_0); labels (n,) int64 or Y (n, n_L); row
@@ -474,12 +510,13 @@ cdef void batch_loop(Trainer t, EpochArgs* a, floating* dtype) noexcept nogil:
         if res.bad_input:
             r.status = EPOCH_BAD_INPUT
             break
-        if not isfinite(value):
-            r.status = EPOCH_LOSS_NOT_FINITE
-            break
-        if res.not_finite:
-            r.status = EPOCH_PARAMS_NOT_FINITE
-            break
+        if not t.obj.step_non_finite:
+            if not isfinite(value):
+                r.status = EPOCH_LOSS_NOT_FINITE
+                break
+            if res.not_finite:
+                r.status = EPOCH_PARAMS_NOT_FINITE
+                break
         r.total += value * B
         r.total_penalty += res.penalty * B
         r.steps += 1
@@ -564,6 +601,7 @@ def loss_gradients_step(floating[::1] params, floating[::1] grads, floating[::1]
         obj.scale = 1
         obj.l2 = 0
         obj.l2_per_sample = False
+        obj.step_non_finite = False
         o.kind = OPT_SGD if lr > 0 else OPT_NONE
         o.lr = lr
         o.momentum = 0

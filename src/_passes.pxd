@@ -40,6 +40,8 @@ cdef struct Objective:
     double scale                 # multiplies the data loss and its gradient
     double l2                    # L2 penalty 0.5 l2 sum(W^2) on the weights (not biases)
     bint l2_per_sample           # divide l2 by the batch's weight sum (scikit-learn's alpha)
+    bint step_non_finite         # step even when the batch's loss is not finite (scikit-learn's
+                                 # fit goes on through a divergence; fastbp's stops before it)
 
 
 cdef struct Batch:
@@ -196,6 +198,19 @@ cdef inline void sgd_chunk(floating* param, const floating* grad, Py_ssize_t n, 
     out[1] = 0 if finite else 1
 
 
+cdef inline void penalty_gradient(const floating* param, floating* grad, Py_ssize_t n,
+                                  floating decay, double* out) noexcept nogil:
+    # grad += decay * param; out[0] = sum param^2 (0 when decay is 0), out[1] = 0
+    cdef Py_ssize_t i
+    cdef double sq = 0
+    if decay != 0:
+        for i in range(n):
+            grad[i] = grad[i] + decay * param[i]
+            sq += <double>param[i] * param[i]
+    out[0] = sq
+    out[1] = 0
+
+
 cdef inline void update_unit(const Plan* p, const Buffers* buf, Py_ssize_t u, int parts,
                              const OptStep* o, double decay, floating* dtype) noexcept nogil:
     # Update unit u (a chunk of one layer's weights or biases): the parts' gradients summed
@@ -226,8 +241,10 @@ cdef inline void update_unit(const Plan* p, const Buffers* buf, Py_ssize_t u, in
         for i in range(n):
             g[i] = g[i] + gq[i]
     if o.kind == OPT_NONE:
-        p.partials[2 * u] = 0
-        p.partials[2 * u + 1] = 0
+        # gradients only (a full-batch optimizer's): the penalty's gradient added to the
+        # weights', its sum of squares left in the partials
+        penalty_gradient(<const floating*>buf.params + off, g, n,
+                         <floating>(decay if weights else 0), p.partials + 2 * u)
         return
     if o.kind == OPT_SGD and s1 == NULL and decay == 0:
         sgd_chunk(<floating*>buf.params + off, g, n, <floating>o.lr, p.partials + 2 * u)
@@ -314,7 +331,7 @@ cdef inline double step(const Plan* p, const Buffers* buf, const Batch* batch,
     cdef int parts = active_parts(B, p.parts), q, nt
     cdef const floating* w = <const floating*>batch.w
     cdef double norm, value, decay, sq = 0
-    cdef bint update
+    cdef bint update, stop
     out.penalty = 0
     out.not_finite = False
     out.bad_input = False
@@ -330,7 +347,9 @@ cdef inline double step(const Plan* p, const Buffers* buf, const Batch* batch,
         return NAN
     norm = loss_norm(w, B, p.sizes[p.n_layers], p.loss)
     update = want_grad and o.kind != OPT_NONE
-    decay = step_decay(obj, w, B) if update else 0
+    # stop: a non-finite loss leaves the parameters as they are
+    stop = update and not obj.step_non_finite
+    decay = step_decay(obj, w, B) if want_grad else 0
     nt = min(n_threads, parts)
     if nt > 1:
         # One parallel region: the parts, then (every thread having summed the same loss
@@ -341,15 +360,15 @@ cdef inline double step(const Plan* p, const Buffers* buf, const Batch* batch,
                 part_pass(p, buf, batch, q, parts, obj.scale, norm, want_grad, 1, NULL,
                           dtype)
             fastbp_omp_barrier()    # every part done before any thread reads their sums
-            if want_grad and (not update or isfinite(batch_loss(p, parts, obj.scale, norm))):
+            if want_grad and (not stop or isfinite(batch_loss(p, parts, obj.scale, norm))):
                 for u in prange(units, schedule="static"):
                     update_unit(p, buf, u, parts, o, decay, dtype)
         value = batch_loss(p, parts, obj.scale, norm)
-        if not want_grad or (update and not isfinite(value)):
+        if not want_grad or (stop and not isfinite(value)):
             return value
     else:
         # one part (its products share tiles among the threads), or one thread
-        fused = (p.parts == 1 and update and o.kind == OPT_SGD and buf.state1 == NULL
+        fused = (p.parts == 1 and stop and o.kind == OPT_SGD and buf.state1 == NULL
                  and decay == 0)
         sgd.lr = o.lr
         sgd.not_finite = False
@@ -357,7 +376,7 @@ cdef inline double step(const Plan* p, const Buffers* buf, const Batch* batch,
             part_pass(p, buf, batch, q, parts, obj.scale, norm, want_grad,
                       n_threads if p.parts == 1 else 1, &sgd if fused else NULL, dtype)
         value = batch_loss(p, parts, obj.scale, norm)
-        if not want_grad or (update and not isfinite(value)):
+        if not want_grad or (stop and not isfinite(value)):
             return value
         if fused:
             out.not_finite = sgd.not_finite
@@ -370,7 +389,7 @@ cdef inline double step(const Plan* p, const Buffers* buf, const Batch* batch,
         else:
             for u in prange(units, nogil=True, schedule="static", num_threads=nt):
                 update_unit(p, buf, u, parts, o, decay, dtype)
-    if not update:
+    if not update and decay == 0:
         return value
     for u in range(units):
         if p.partials[2 * u + 1] != 0:

@@ -205,30 +205,38 @@ SK_DIVERGE = {
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 @pytest.mark.parametrize("method", ["fit", "partial_fit"])
 @pytest.mark.parametrize("case", list(SK_DIVERGE))
-def test_sklearn_parameter_overflow_keeps_last_finite_step(case, method):
+def test_sklearn_parameter_overflow_goes_on_as_scikit_learn(case, method):
+    # A step overflows the parameters (batch 3, the loud one) while its loss is finite.
+    # scikit-learn's fit goes on through it and raises its error at the end; so does
+    # fastbp.sklearn's.
+    import sklearn.neural_network as skn
     cls, dtype, kw, scale, quiet = SK_DIVERGE[case]
     X = _quiet_then_loud(scale, quiet, dtype)
     rng = np.random.default_rng(1)
     y = rng.integers(0, 3, len(X)) if cls is MLPClassifier else rng.standard_normal(len(X))
     kw = dict(kw, hidden_layer_sizes=(6,), alpha=0.0, batch_size=B, shuffle=False,
-              random_state=0, max_iter=3, dtype=dtype)
+              random_state=0, max_iter=3)
     classes = {"classes": [0, 1, 2]} if cls is MLPClassifier else {}
-    est = cls(**kw)
-    with pytest.raises(ValueError, match="non-finite parameter weights") as info:
-        getattr(est, method)(X, y, **(classes if method == "partial_fit" else {}))
-    # the loss was finite: it is the step that overflowed (batch 3, the loud one)
-    assert "a parameter became non-finite at batch 3" in str(info.value.__cause__)
-    # the estimator holds exactly the parameters after the first two batches
-    good = cls(**kw).partial_fit(X[:2 * B], y[:2 * B], **classes)
-    for a, b in zip(_sk_params(est), _sk_params(good)):
-        assert np.isfinite(a).all()
-        assert a.tobytes() == b.tobytes()
-    # nothing half-updated: training on from here equals training on from `good`
-    rest = slice(3 * B, None)
-    est.partial_fit(X[rest], y[rest])
-    good.partial_fit(X[rest], y[rest])
-    for a, b in zip(_sk_params(est), _sk_params(good)):
-        assert a.tobytes() == b.tobytes()
+    theirs_cls = getattr(skn, cls.__name__)
+    fitted = []
+    for est in (cls(dtype=dtype, **kw), theirs_cls(**kw)):
+        args = classes if method == "partial_fit" else {}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                getattr(est, method)(X, y, **args)
+                error = None
+            except ValueError as exc:
+                error = str(exc)
+        fitted.append((est, error))
+    (ours, our_error), (theirs, their_error) = fitted
+    assert our_error == their_error
+    # (where each non-finite value is NaN or an infinity, and the float32 loss of a
+    # batch after an overflow, may differ: scikit-learn's penalty is 0 * inf = NaN with
+    # alpha=0 once sum(W**2) overflows float32; fastbp's is 0)
+    if their_error is None:
+        for a, b in zip(_sk_params(ours), _sk_params(theirs)):
+            np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b))
 
 
 # -- 5. Ctrl-C -------------------------------------------------------------------------------

@@ -32,6 +32,8 @@ sklearn = pytest.importorskip("sklearn", minversion="1.6")  # validate_data, __s
 
 import joblib  # noqa: E402  (scikit-learn depends on joblib)
 import sklearn.neural_network as skn  # noqa: E402
+import fastbp.sklearn as fsk  # noqa: E402
+from sklearn.datasets import load_digits, load_iris  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
 from sklearn.model_selection import GridSearchCV  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -272,18 +274,11 @@ def test_import_without_sklearn_says_how_to_install(tmp_path):
     assert "pip install 'fastbp[sklearn]'" in r.stdout and "scikit-learn" in r.stdout
 
 
-def test_lbfgs_is_a_clear_error():
-    X, y = _data("multiclass")
-    for cls in (MLPClassifier, MLPRegressor):
-        est = cls(solver="lbfgs")
-        with pytest.raises(ValueError, match=r"lbfgs.*not implemented.*"
-                                             rf"sklearn\.neural_network\.{cls.__name__}"):
-            est.fit(X, y.astype(float))
-        assert not hasattr(est, "coefs_")
+def test_partial_fit_only_for_stochastic_solvers():
     # as in scikit-learn, partial_fit exists only for the stochastic solvers
     assert not hasattr(MLPClassifier(solver="lbfgs"), "partial_fit")
-    with pytest.raises(ValueError, match=r"poisson.*sklearn\.neural_network\.MLPRegressor"):
-        MLPRegressor(loss="poisson").fit(*_data("regression"))
+    assert not hasattr(MLPRegressor(solver="lbfgs"), "partial_fit")
+    assert hasattr(MLPClassifier(solver="adam"), "partial_fit")
 
 
 def test_same_parameters_as_sklearn():
@@ -341,6 +336,99 @@ def test_divergence_is_sklearn_error():
             warnings.simplefilter("ignore")
             with pytest.raises(ValueError, match="non-finite parameter weights"):
                 cls(solver="sgd", learning_rate_init=1.0, max_iter=50).fit(X * 100, y)
+
+
+def _curves_agree(ours, theirs, rtol):
+    """Loss curves (or validation scores) with NaN and infinities where scikit-learn's
+    are, and the finite values close."""
+    a, b = np.asarray(ours, dtype=np.float64), np.asarray(theirs, dtype=np.float64)
+    assert a.shape == b.shape
+    np.testing.assert_array_equal(np.isnan(a), np.isnan(b))
+    np.testing.assert_array_equal(np.isinf(a), np.isinf(b))
+    np.testing.assert_array_equal(np.sign(a[np.isinf(a)]), np.sign(b[np.isinf(b)]))
+    finite = np.isfinite(a)
+    np.testing.assert_allclose(a[finite], b[finite], rtol=rtol)
+
+
+_IRIS = load_iris(return_X_y=True)
+_DIGITS3 = (load_digits(n_class=3, return_X_y=True)[0][:150] / 16.0,
+            load_digits(n_class=3, return_X_y=True)[1][:150])
+_DIVERGING = {
+    # scikit-learn's test_mlp_diverging_loss: NaN scores, the best parameters restored
+    "early_stopping": (lambda m: m.MLPRegressor(
+        hidden_layer_sizes=100, activation="identity", solver="sgd", learning_rate_init=1,
+        max_iter=20, early_stopping=True, n_iter_no_change=10, random_state=0), *_IRIS),
+    # the squared error overflows; the gradient does not: an infinite loss curve, finite
+    # parameters, and the fit finishes
+    "targets_1e200": (lambda m: m.MLPRegressor(max_iter=5, random_state=0),
+                      np.random.RandomState(0).standard_normal((80, 5)),
+                      np.random.RandomState(1).standard_normal(80) * 1e200),
+    # logits of 1e300: every probability clipped to [eps, 1 - eps] in the loss values
+    "adam_X_1e300": (lambda m: m.MLPClassifier(max_iter=5, random_state=0),
+                     _DIGITS3[0] * 1e300, _DIGITS3[1]),
+    # momentum 0.99, one row a batch: confident mistakes early (the clipped loss again)
+    "momentum_batch_1": (lambda m: m.MLPClassifier(
+        solver="sgd", momentum=0.99, batch_size=1, learning_rate_init=0.5, max_iter=10,
+        random_state=0), *_DIGITS3),
+    # the loss overflows, then the parameters: scikit-learn's error at the end
+    "targets_1e155": (lambda m: m.MLPRegressor(max_iter=5, random_state=0, solver="sgd"),
+                      np.random.RandomState(0).standard_normal((80, 5)),
+                      np.random.RandomState(1).standard_normal(80) * 1e155),
+}
+
+
+@pytest.mark.parametrize("case", sorted(_DIVERGING))
+def test_divergence_goes_on_as_in_scikit_learn(case):
+    make, X, y = _DIVERGING[case]
+    results = []
+    for mod in (fsk, skn):
+        est = make(mod)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:
+                est.fit(X, y)
+                error = None
+            except ValueError as exc:
+                error = str(exc)
+        results.append((est, error))
+    (ours, our_error), (theirs, their_error) = results
+    assert our_error == their_error
+    assert ours.n_iter_ == theirs.n_iter_
+    _curves_agree(ours.loss_curve_, theirs.loss_curve_, rtol=1e-9)
+    if theirs.validation_scores_ is not None:
+        _curves_agree(ours.validation_scores_, theirs.validation_scores_, rtol=1e-9)
+        assert all(isinstance(v, float) for v in ours.validation_scores_)
+    if their_error is None:
+        for a, b in zip(ours.coefs_ + ours.intercepts_, theirs.coefs_ + theirs.intercepts_):
+            np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("y_kind", ["multiclass", "binary", "multilabel"])
+def test_clipped_log_loss_is_scikit_learns(dtype, y_kind):
+    # Parameters scaled up until most probabilities are within eps of 0 or 1, where
+    # scikit-learn's reported loss takes log(clip(p, eps, 1 - eps)) (eps: the dtype's
+    # machine epsilon): the batch's loss, the first step's, is scikit-learn's.
+    X, y = load_digits(return_X_y=True)
+    X = (X[:200] / 16.0).astype(dtype)
+    y = y[:200]
+    if y_kind == "binary":
+        y = y % 2
+    elif y_kind == "multilabel":
+        y = np.stack([y % 2, y > 4], axis=1).astype(int)
+    losses = []
+    for mod in (fsk, skn):
+        est = mod.MLPClassifier(hidden_layer_sizes=(16,), batch_size=200, shuffle=False,
+                                random_state=0, learning_rate_init=1e-12, max_iter=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(X, y)
+        est.coefs_ = [c * dtype(300) for c in est.coefs_]
+        est.partial_fit(X, y)
+        losses.append(est.loss_curve_[-1])
+    ours, theirs = losses
+    assert theirs > 1.0           # the clip matters: confident mistakes are capped
+    assert ours == pytest.approx(theirs, rel=1e-5 if dtype == np.float32 else 1e-12)
 
 
 def test_convergence_warning_at_max_iter():
