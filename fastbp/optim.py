@@ -3,7 +3,7 @@
 An optimizer holds its hyperparameters and its state: buffers laid out like the network's
 parameter buffer (momentum's velocity; Adam's first and second moments) and the number of
 steps taken. The compiled loop (src/_optim.pxd) updates parameters and state in place.
-The update rules are scikit-learn's (sklearn/neural_network/_stochastic_optimizers.py),
+The update rules are scikit-learn's (its module sklearn.neural_network._stochastic_optimizers),
 with g the gradient of the batch loss plus the L2 penalty:
 
     SGD         v <- momentum * v - lr * g
