@@ -116,6 +116,15 @@ def _score(task, y_true, y_pred):
     return float(1.0 - np.sum((y_true - y_pred) ** 2) / np.sum((y_true - y_true.mean()) ** 2))
 
 
+def n_outputs(split):
+    """The output width of scikit-learn's network for this data: one logistic unit for two
+    classes, one softmax unit per class for more, one unit for a regression target."""
+    if split.task == "regression":
+        return 1
+    n_classes = len(np.unique(split.y_train))
+    return 1 if n_classes == 2 else n_classes
+
+
 def fit_estimator(module, split, epochs, seed, n_threads):
     """Fit `module`'s MLPClassifier or MLPRegressor (fastbp.sklearn or
     sklearn.neural_network) and time the fit only."""
@@ -374,14 +383,14 @@ def run(epochs=50, n_threads=None, datasets=DATASETS, seed=0, chart=None, torch=
             print("threadpoolctl is not installed: scikit-learn's BLAS uses all cores")
     if torch and not have_torch:
         print("PyTorch is not installed: its rows are skipped (pip install torch)")
+
     def fit(library, split, n_epochs):
         if library == "fastbp":
-            r, fitted = fit_estimator(fastbp_sklearn, split, n_epochs, seed, n_threads)
-            fit.n_outputs = fitted.n_outputs_   # the output width PyTorch's network needs
+            r, _ = fit_estimator(fastbp_sklearn, split, n_epochs, seed, n_threads)
         elif library == "scikit-learn":
             r, _ = fit_estimator(sklearn.neural_network, split, n_epochs, seed, n_threads)
         else:
-            r = fit_torch(split, n_epochs, seed, n_threads, fit.n_outputs)
+            r = fit_torch(split, n_epochs, seed, n_threads, n_outputs(split))
         r.library = library
         return r
 

@@ -104,6 +104,18 @@ def test_torch_initial_parameters_are_scikit_learns():
         np.testing.assert_array_equal(mine, theirs)
 
 
+@pytest.mark.parametrize("name", demo.DATASETS)
+def test_torch_output_width_is_scikit_learns(name):
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
+
+    split = demo.load_split(name)
+    cls = MLPClassifier if split.task == "classification" else MLPRegressor
+    with pytest.warns(ConvergenceWarning):
+        fitted = cls(hidden_layer_sizes=(3,), max_iter=1).fit(split.X_train, split.y_train)
+    assert demo.n_outputs(split) == fitted.n_outputs_
+
+
 def test_chart_is_written_as_png(capsys, tmp_path):
     pytest.importorskip("matplotlib")
     path = tmp_path / "demo.png"
