@@ -13,7 +13,7 @@ Environment variables:
                               (-O1 -g), for tools/sanitize.sh; never for a release.
 
 The distributed build never uses -march=native or -ffast-math: a wheel must run on any
-x86-64 CPU (SIMD targets are chosen at run time, see the performance roadmap).
+x86-64 CPU (SIMD targets are chosen at run time, see docs/simd.md).
 """
 
 import glob

@@ -2,10 +2,12 @@
 
     >>> import numpy as np, fastbp
     >>> net = fastbp.Network([784, 256, 10], activation="relu", loss="cross_entropy", seed=0)
-    >>> net.fit(X, y, epochs=5, batch_size=32, lr=0.1)
+    >>> net.fit(X, y, epochs=5, batch_size=32, lr=0.1)  # X (n, 784), y labels (n,)
 
 fastbp.reference holds the same network in plain NumPy (the oracle and the baseline);
-fastbp.kernels exposes each compiled hot loop on its own.
+fastbp.kernels exposes each compiled hot loop on its own; fastbp.optim the optimizers;
+fastbp.sklearn (which needs scikit-learn) the drop-in MLPClassifier and MLPRegressor.
+The documentation is in docs/ (build it with sphinx-build docs docs/_build/html).
 """
 
 from ._version import __version__

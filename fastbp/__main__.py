@@ -1,6 +1,6 @@
 """The `fastbp` command (also `python -m fastbp`).
 
-    fastbp demo     train on scikit-learn's handwritten digits, fastbp next to the reference
+    fastbp demo     the same network trained by fastbp, scikit-learn and PyTorch on bundled data
     fastbp bench    training throughput against the NumPy reference (benchmarks/)
     fastbp config   print fastbp.show_config()
 """
@@ -8,10 +8,13 @@
 import argparse
 import sys
 
+DEMO_DATASETS = ("digits", "breast_cancer", "diabetes")  # fastbp.demo.DATASETS, without its imports
+
 
 def _demo(args):
     from .demo import run
-    run(epochs=args.epochs, n_threads=args.threads)
+    run(epochs=args.epochs, n_threads=args.threads, datasets=args.datasets, chart=args.chart,
+        torch=not args.no_torch, repeats=args.repeats)
 
 
 def _bench(args):
@@ -30,12 +33,27 @@ def _threads(value):
     return None if value == "auto" else int(value)
 
 
+def _positive(value):
+    number = int(value)
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {value}")
+    return number
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="fastbp", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("demo", help="train on the bundled digits data set (needs scikit-learn)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--threads", type=_threads, default=None, help="n_threads, or auto")
+    p = sub.add_parser("demo", help="fastbp against scikit-learn and PyTorch on bundled data "
+                                    "(needs scikit-learn)")
+    p.add_argument("--epochs", type=_positive, default=50, help="epochs of every fit")
+    p.add_argument("--threads", type=_threads, default=None,
+                   help="threads of every library (default auto: the usable cores)")
+    p.add_argument("--datasets", nargs="+", default=list(DEMO_DATASETS), choices=DEMO_DATASETS)
+    p.add_argument("--chart", metavar="PNG", default=None,
+                   help="write the learning curves and fit times to this PNG (needs matplotlib)")
+    p.add_argument("--no-torch", action="store_true", help="leave PyTorch out even if installed")
+    p.add_argument("--repeats", type=_positive, default=3,
+                   help="fits of each library per data set (the table gives the median time)")
     p.set_defaults(func=_demo)
     p = sub.add_parser("bench", help="samples/s of fastbp against fastbp.reference")
     p.add_argument("--configs", nargs="+", default=["mnist"], choices=["tiny", "mnist", "deep", "wide"])

@@ -12,7 +12,14 @@ from ._version import __version__
 
 
 def config():
-    """The facts show_config prints, as a dict."""
+    """The facts `show_config` prints.
+
+    Returns
+    -------
+    dict
+        Versions, platform, compiler, OpenMP, CPU features, SIMD targets (available and
+        chosen) and the default thread count.
+    """
     info = build_info()
     return {
         "fastbp": __version__,
@@ -30,7 +37,17 @@ def config():
 
 
 def show_config():
-    """Print the version, compiler, OpenMP, SIMD targets and default thread count."""
+    """Print how this installation was built and what it will run.
+
+    The version of fastbp, Python and NumPy; the compiler; whether OpenMP is on; the CPU's
+    features; the SIMD targets available and the one chosen (``FASTBP_ISA`` forces one);
+    the default thread count.
+
+    Examples
+    --------
+    >>> import fastbp
+    >>> fastbp.show_config()  # doctest: +SKIP
+    """
     c = config()
     openmp = f"yes (version {c['openmp_version']})" if c["openmp"] else "no (serial build)"
     lines = [

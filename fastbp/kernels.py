@@ -114,8 +114,35 @@ def _scratch(dtype, B, K, N, n_threads):
 
 
 def dense_forward(Z, A_out, A_in, W, b, activation="identity", n_threads=None, *, naive=False):
-    """Z (B, N) <- A_in (B, K) @ W (K, N) + b (N); A_out (B, N) <- f(Z), f any hidden
-    activation or "softmax" (row-wise). Rows are split between threads."""
+    """A layer's forward pass: ``Z = A_in @ W + b`` and ``A_out = f(Z)``, in place.
+
+    Parameters
+    ----------
+    Z : ndarray of shape (B, N)
+        Output: the pre-activations. Its dtype (float32 or float64) is the call's dtype.
+    A_out : ndarray of shape (B, N)
+        Output: the activations ``f(Z)``.
+    A_in : array_like of shape (B, K)
+        The layer's input.
+    W : array_like of shape (K, N)
+        The weights.
+    b : array_like of shape (N,)
+        The biases.
+    activation : str, default="identity"
+        Any hidden activation, or ``"softmax"`` (row-wise).
+    n_threads : int or None, default=None
+        As `fastbp.Network`'s; the output tiles are shared among the threads.
+    naive : bool, default=False
+        Run the plain-loop twin instead (the oracle of the tests).
+
+    Raises
+    ------
+    TypeError
+        An output that is not a native float32 or float64 array.
+    ValueError
+        Shapes that do not match, outputs that are not C-contiguous and writable or that
+        overlap an input, non-finite input, an unknown activation.
+    """
     dtype = _output(Z, "Z", None).dtype
     if Z.ndim != 2 or 0 in Z.shape:
         raise ValueError(f"Z must be a non-empty 2-D array; got shape {Z.shape}")
@@ -133,7 +160,17 @@ def dense_forward(Z, A_out, A_in, W, b, activation="identity", n_threads=None, *
 
 
 def activation_forward(A, Z, activation):
-    """A (B, N) <- f(Z); A may be Z itself (in place)."""
+    """Apply an activation element-wise: ``A = f(Z)``.
+
+    Parameters
+    ----------
+    A : ndarray of shape (B, N)
+        Output; it may be `Z` itself (in place).
+    Z : array_like of shape (B, N)
+        The pre-activations.
+    activation : str
+        Any hidden activation.
+    """
     dtype = _output(A, "A", None).dtype
     if A.ndim != 2 or 0 in A.shape:
         raise ValueError(f"A must be a non-empty 2-D array; got shape {A.shape}")
@@ -144,7 +181,21 @@ def activation_forward(A, Z, activation):
 
 
 def activation_backward(dZ, dA, Z, A, activation):
-    """dZ (B, N) <- dA * f'(Z), given Z and A = f(Z); dZ may be dA itself."""
+    """Back through an activation: ``dZ = dA * f'(Z)``.
+
+    Parameters
+    ----------
+    dZ : ndarray of shape (B, N)
+        Output; it may be `dA` itself (in place).
+    dA : array_like of shape (B, N)
+        The gradient with respect to the activations.
+    Z : array_like of shape (B, N)
+        The pre-activations.
+    A : array_like of shape (B, N)
+        The activations ``f(Z)`` (some derivatives are computed from them).
+    activation : str
+        Any hidden activation.
+    """
     dtype = _output(dZ, "dZ", None).dtype
     if dZ.ndim != 2 or 0 in dZ.shape:
         raise ValueError(f"dZ must be a non-empty 2-D array; got shape {dZ.shape}")
@@ -156,9 +207,28 @@ def activation_backward(dZ, dA, Z, A, activation):
 
 
 def output_gradient(dZ, Z, A, y, loss, output_activation=None):
-    """dZ (B, N) <- dL/dZ of the output layer for logits Z (B, N) and outputs A = f(Z)
-    (softmax for cross_entropy, sigmoid for binary_cross_entropy); returns the mean loss.
-    y: (B,) int labels or (B, N) targets, as for Network.loss."""
+    """The output layer's gradient ``dL/dZ`` and the mean loss.
+
+    Parameters
+    ----------
+    dZ : ndarray of shape (B, N)
+        Output: the gradient of the mean loss with respect to the logits.
+    Z : array_like of shape (B, N)
+        The logits.
+    A : array_like of shape (B, N)
+        The outputs ``f(Z)``: softmax for cross_entropy, sigmoid for binary_cross_entropy.
+    y : array_like of shape (B,) or (B, N)
+        Integer labels or targets, as for `fastbp.Network.loss`.
+    loss : str
+        The loss, as `fastbp.Network`'s.
+    output_activation : str or None, default=None
+        For ``loss="mse"`` only: the output activation (identity by default).
+
+    Returns
+    -------
+    float
+        The mean loss over the batch.
+    """
     dtype = _output(dZ, "dZ", None).dtype
     if dZ.ndim != 2 or 0 in dZ.shape:
         raise ValueError(f"dZ must be a non-empty 2-D array; got shape {dZ.shape}")
@@ -178,8 +248,23 @@ def output_gradient(dZ, Z, A, y, loss, output_activation=None):
 
 
 def weight_gradient(dW, db, A_in, dZ, n_threads=None, *, naive=False):
-    """dW (K, N) <- A_in (B, K).T @ dZ (B, N); db (N) <- dZ summed over rows.
-    Rows of dW are split between threads."""
+    """A layer's parameter gradients: ``dW = A_in.T @ dZ`` and ``db = dZ.sum(axis=0)``.
+
+    Parameters
+    ----------
+    dW : ndarray of shape (K, N)
+        Output: the weight gradient.
+    db : ndarray of shape (N,)
+        Output: the bias gradient.
+    A_in : array_like of shape (B, K)
+        The layer's input.
+    dZ : array_like of shape (B, N)
+        The gradient with respect to the layer's pre-activations.
+    n_threads : int or None, default=None
+        As `fastbp.Network`'s; rows of `dW` are shared among the threads.
+    naive : bool, default=False
+        Run the plain-loop twin instead.
+    """
     dtype = _output(dW, "dW", None).dtype
     if dW.ndim != 2 or 0 in dW.shape:
         raise ValueError(f"dW must be a non-empty 2-D array; got shape {dW.shape}")
@@ -195,9 +280,26 @@ def weight_gradient(dW, db, A_in, dZ, n_threads=None, *, naive=False):
 
 def input_gradient(dZ_in, dZ, W, Z_in=None, A_in=None, activation="identity", n_threads=None,
                    *, naive=False):
-    """dZ_in (B, K) <- (dZ (B, N) @ W (K, N).T) * f'(Z_in): the gradient passed down to the
-    layer below, through its activation f (Z_in and A_in = f(Z_in), both (B, K); with the
-    default "identity" they may be omitted and the result is dZ @ W.T)."""
+    """The gradient passed down to the layer below: ``dZ_in = (dZ @ W.T) * f'(Z_in)``.
+
+    Parameters
+    ----------
+    dZ_in : ndarray of shape (B, K)
+        Output: the gradient with respect to the lower layer's pre-activations.
+    dZ : array_like of shape (B, N)
+        The gradient with respect to this layer's pre-activations.
+    W : array_like of shape (K, N)
+        This layer's weights.
+    Z_in, A_in : array_like of shape (B, K), optional
+        The lower layer's pre-activations and activations ``f(Z_in)``; with the default
+        identity activation they may be omitted, and the result is ``dZ @ W.T``.
+    activation : str, default="identity"
+        The lower layer's activation `f`.
+    n_threads : int or None, default=None
+        As `fastbp.Network`'s.
+    naive : bool, default=False
+        Run the plain-loop twin instead.
+    """
     dtype = _output(dZ_in, "dZ_in", None).dtype
     if dZ_in.ndim != 2 or 0 in dZ_in.shape:
         raise ValueError(f"dZ_in must be a non-empty 2-D array; got shape {dZ_in.shape}")
@@ -220,7 +322,19 @@ def input_gradient(dZ_in, dZ, W, Z_in=None, A_in=None, activation="identity", n_
 
 
 def sgd_update(param, grad, lr, n_threads=None):
-    """param <- param - lr * grad, in place (any shape, C-contiguous)."""
+    """One plain SGD step in place: ``param -= lr * grad``.
+
+    Parameters
+    ----------
+    param : ndarray
+        The parameters, any shape, C-contiguous and writable; updated in place.
+    grad : array_like
+        The gradient, of `param`'s shape.
+    lr : float
+        The learning rate, positive and finite.
+    n_threads : int or None, default=None
+        As `fastbp.Network`'s.
+    """
     _output(param, "param", None)
     if param.size == 0:
         raise ValueError("param must not be empty")

@@ -3,7 +3,7 @@
 An optimizer holds its hyperparameters and its state: buffers laid out like the network's
 parameter buffer (momentum's velocity; Adam's first and second moments) and the number of
 steps taken. The compiled loop (src/_optim.pxd) updates parameters and state in place.
-The update rules are scikit-learn's (sklearn/neural_network/_stochastic_optimizers.py),
+The update rules are scikit-learn's (its module sklearn.neural_network._stochastic_optimizers),
 with g the gradient of the batch loss plus the L2 penalty:
 
     SGD         v <- momentum * v - lr * g
@@ -54,7 +54,32 @@ def _flag(value, name):
 
 
 class Optimizer:
-    """Base class: hyperparameters shared by every optimizer and the state's bookkeeping."""
+    """Base class of the optimizers: the hyperparameters they share and their state.
+
+    Parameters
+    ----------
+    lr : float
+        The learning rate, positive; assign `lr` between epochs to schedule it.
+    l2 : float
+        L2 penalty on the weights (not the biases), non-negative: the batch loss gains
+        ``0.5 * l2 * sum(W**2)`` and the gradient ``l2 * W``.
+    l2_per_sample : bool
+        Divide the penalty by the batch's sample-weight sum (its size when unweighted),
+        as scikit-learn's `alpha` is.
+
+    Attributes
+    ----------
+    t : int
+        Steps taken since the last `reset`.
+    state : tuple of ndarray
+        The state buffers (momentum's velocity; Adam's moments), laid out like the
+        network's parameter buffer; empty until the first step.
+
+    Notes
+    -----
+    One optimizer serves one network: the first step binds its state to that network's
+    parameter layout, and a step on another network is a `ValueError` until `reset`.
+    """
 
     _kind = None
     _n_buffers = 0
@@ -108,7 +133,35 @@ class Optimizer:
 
 
 class SGD(Optimizer):
-    """Minibatch SGD, with momentum or Nesterov momentum when momentum > 0."""
+    """Minibatch SGD, with momentum or Nesterov momentum, as scikit-learn writes it.
+
+    With ``g`` the gradient of the batch loss plus the L2 penalty and ``v`` the velocity::
+
+        v <- momentum * v - lr * g
+        param <- param + momentum * v - lr * g      (nesterov=True)
+        param <- param + v                          (nesterov=False)
+
+    and with ``momentum == 0``, ``param <- param - lr * g`` (no state).
+
+    Parameters
+    ----------
+    lr : float, default=0.1
+        The learning rate, positive.
+    momentum : float, default=0.0
+        In [0, 1].
+    nesterov : bool, default=False
+        Nesterov's momentum.
+    l2 : float, default=0.0
+        L2 penalty on the weights (see `Optimizer`).
+    l2_per_sample : bool, default=False
+        Divide the penalty by the batch's sample-weight sum (see `Optimizer`).
+
+    Examples
+    --------
+    >>> import fastbp
+    >>> opt = fastbp.optim.SGD(lr=0.01, momentum=0.9, nesterov=True)
+    >>> opt.lr *= 0.5          # a schedule: assign lr between epochs
+    """
 
     _kind = _KIND_SGD
     _fields = ("lr", "momentum", "nesterov", "l2", "l2_per_sample")
@@ -124,7 +177,29 @@ class SGD(Optimizer):
 
 
 class Adam(Optimizer):
-    """Adam (Kingma and Ba), as scikit-learn writes it."""
+    """Adam (Kingma and Ba), as scikit-learn writes it.
+
+    With ``g`` the gradient of the batch loss plus the L2 penalty and ``t`` the steps taken
+    (1, 2, ...)::
+
+        m <- beta1 * m + (1 - beta1) * g
+        s <- beta2 * s + (1 - beta2) * g**2
+        param <- param - lr_t * m / (sqrt(s) + epsilon),
+        lr_t = lr * sqrt(1 - beta2**t) / (1 - beta1**t)
+
+    Parameters
+    ----------
+    lr : float, default=0.001
+        The learning rate, positive.
+    beta1, beta2 : float, default=0.9, 0.999
+        Decay rates of the moments, in [0, 1).
+    epsilon : float, default=1e-8
+        Added to the denominator, positive.
+    l2 : float, default=0.0
+        L2 penalty on the weights (see `Optimizer`).
+    l2_per_sample : bool, default=False
+        Divide the penalty by the batch's sample-weight sum (see `Optimizer`).
+    """
 
     _kind = _KIND_ADAM
     _n_buffers = 2
@@ -158,7 +233,12 @@ class LBFGS:
     l2_per_sample : bool, default=False
         Divide the penalty by the sample-weight sum (scikit-learn's alpha).
 
-    After fit, n_iter_ holds the iterations run and n_fun_ the evaluations.
+    Attributes
+    ----------
+    n_iter_ : int
+        The iterations the last fit ran.
+    n_fun_ : int
+        The evaluations of the loss and gradient the last fit made.
     """
 
     _fields = ("max_fun", "tol", "l2", "l2_per_sample")
@@ -182,9 +262,21 @@ class LBFGS:
 
 def make_optimizer(optimizer, lr=None, momentum=0.0, nesterov=False, beta1=0.9, beta2=0.999,
                    epsilon=1e-8, l2=0.0):
-    """An Optimizer (or LBFGS) from fit's arguments: an instance is used as it is (the
-    other arguments must then be left at their defaults); "sgd", "adam" or "lbfgs" builds
-    one (lr defaults to 0.1 for sgd, 0.001 for adam; lbfgs takes no lr)."""
+    """An `Optimizer` (or `LBFGS`) from `fit`'s arguments.
+
+    Parameters
+    ----------
+    optimizer : {"sgd", "adam", "lbfgs"} or Optimizer or LBFGS
+        A name builds an optimizer (lr defaults to 0.1 for sgd, 0.001 for adam; lbfgs
+        takes no lr); an instance is used as it is, and the other arguments must then be
+        left at their defaults.
+    lr, momentum, nesterov, beta1, beta2, epsilon, l2
+        As `SGD`'s and `Adam`'s (`l2` also `LBFGS`'s).
+
+    Returns
+    -------
+    Optimizer or LBFGS
+    """
     if isinstance(optimizer, LBFGS):
         if lr is not None or momentum != 0.0 or nesterov or l2 != 0.0 or (beta1, beta2, epsilon) != (0.9, 0.999, 1e-8):
             raise ValueError("give the hyperparameters to the optimizer object, not to fit, "

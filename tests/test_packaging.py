@@ -42,3 +42,23 @@ def test_show_config_names_what_runs(capsys):
     for field in ("fastbp " + fastbp.__version__, "compiler:", "OpenMP:", "SIMD target chosen:",
                   "default n_threads:"):
         assert field in out
+
+
+# The public objects whose docstrings the numpydoc check below holds. Add a module's
+# objects here once their docstrings have Parameters and Returns sections.
+NUMPYDOC_CHECKED = (
+    ["fastbp.show_config", "fastbp.DivergedError", "fastbp.ConvergenceWarning"]
+    + [f"fastbp.kernels.{name}" for name in fastbp.kernels.__all__]
+    + [f"fastbp.optim.{name}" for name in fastbp.optim.__all__]
+    + ["fastbp.optim.make_optimizer", "fastbp.optim.Optimizer.reset"]
+)
+
+
+@pytest.mark.parametrize("name", NUMPYDOC_CHECKED)
+def test_public_docstrings_follow_numpydoc(name):
+    """Every parameter documented, a return value described, a docstring at all (the API
+    reference is generated from these)."""
+    validate = pytest.importorskip("numpydoc.validate").validate
+    errors = [(code, message) for code, message in validate(name)["errors"]
+              if code in ("GL08", "PR01", "PR02", "RT01")]
+    assert errors == []
