@@ -19,6 +19,7 @@ from ._common import (ACTIVATIONS, LOSSES, DivergedError, check_init, fill_initi
                       raise_diverged)
 from ._training import Data, EpochStats
 from ._validation import (
+    CsrRows,
     check_activations,
     check_bool,
     check_dtype,
@@ -322,9 +323,26 @@ class Network:
         work = self._work(X.shape[0], nt, True)
         if weights is None:
             weights = np.empty(0, dtype=self.dtype)
+        if isinstance(X, CsrRows):
+            return _network.loss_gradients_step_sparse(
+                self._params, self._grads, work, self._sizes, self._acts, self._loss_code,
+                X, labels, Y, weights, want_grad, lr, nt)
         return _network.loss_gradients_step(
             self._params, self._grads, work, self._sizes, self._acts, self._loss_code,
             X, labels, Y, weights, want_grad, lr, nt)
+
+    def _forward_sparse(self, X):
+        """forward for a CsrRows X: its first layer's product sparse, in slices of
+        _FORWARD_CHUNK_ROWS rows as forward takes a dense X."""
+        B = X.shape[0]
+        out = np.empty((B, self.layer_sizes[-1]), dtype=self.dtype)
+        nt = self.n_threads
+        work = self._work(min(B, _FORWARD_CHUNK_ROWS), nt, False)
+        for start in range(0, B, _FORWARD_CHUNK_ROWS):
+            stop = min(start + _FORWARD_CHUNK_ROWS, B)
+            _network.forward_sparse(self._params, work, self._sizes, self._acts, X, start,
+                                    stop, out[start:stop], nt)
+        return out
 
     # -- the pieces fit's loop (fastbp/_training.py) works with --------------------------
 
@@ -395,6 +413,8 @@ class Network:
         """A_L for a batch X of shape (B, n_0): softmax probabilities (cross_entropy),
         sigmoid probabilities (binary_cross_entropy), or the output activation (mse)."""
         X = self._check_X(X)
+        if isinstance(X, CsrRows):
+            return self._forward_sparse(X)
         B = X.shape[0]
         out = np.empty((B, self.layer_sizes[-1]), dtype=self.dtype)
         nt = self.n_threads
