@@ -173,6 +173,7 @@ cdef Py_ssize_t csr_batch(CsrRows* x, const floating[::1] data, const int64_t[::
     x.rows = &rows[0] if rows.shape[0] else NULL
     x.first = 0
     x.scratch = NULL
+    x.scratch_nnz = 0
     return nnz
 
 
@@ -199,17 +200,21 @@ def sparse_forward(floating[:, ::1] Z, floating[:, ::1] A_out, const floating[::
 def sparse_weight_gradient(floating[:, ::1] dW, floating[::1] db, const floating[::1] data,
                            const int64_t[::1] indices, const int64_t[::1] indptr,
                            const int64_t[::1] rows, const floating[:, ::1] dZ,
-                           int n_threads, bint naive):
+                           int n_threads, bint naive, Py_ssize_t scratch_nnz=-1):
     """dW (K, N) <- X_b^T dZ and db (N) <- the column sums of dZ (B, N), for B rows of a
-    CSR as sparse_forward takes them."""
+    CSR as sparse_forward takes them. scratch_nnz: the entries the transpose's scratch
+    holds (-1: the batch's; fewer makes the kernel take its naive fallback)."""
     cdef CsrRows x
     cdef Py_ssize_t B = dZ.shape[0], K = dW.shape[0], N = dW.shape[1], nnz
     if dZ.shape[1] != N or db.shape[0] != N or B < 1 or N < 1 or K < 1:
         raise ValueError("sparse_weight_gradient: shapes do not match")
     nnz = csr_batch(&x, data, indices, indptr, rows, B, K)
-    scratch = np.empty(sparse_scratch_size(K, nnz), dtype=np.int64)
+    if scratch_nnz < 0:
+        scratch_nnz = nnz
+    scratch = np.empty(sparse_scratch_size(K, scratch_nnz), dtype=np.int64)
     cdef int64_t[::1] scratch_view = scratch
     x.scratch = &scratch_view[0]
+    x.scratch_nnz = scratch_nnz
     with nogil:
         if naive:
             sparse_weight_gradient_naive(&dW[0, 0], &db[0], &x, &dZ[0, 0], B, K, N)

@@ -160,8 +160,8 @@ cdef tuple csr_arrays(object X, Py_ssize_t n_features, Py_ssize_t lo, Py_ssize_t
 
 
 def sparse_part_nnz(indptr, Py_ssize_t rows):
-    """The most entries any `rows` rows of a CSR hold: the sum of its `rows` longest
-    rows' lengths."""
+    """The most entries any `rows` distinct rows of a CSR hold: the sum of its `rows`
+    longest rows' lengths (a batch that repeats rows may hold more: _sparse.pxd)."""
     lengths = np.diff(np.asarray(indptr))
     if rows < lengths.shape[0]:
         lengths = np.partition(lengths, lengths.shape[0] - rows)[lengths.shape[0] - rows:]
@@ -207,6 +207,7 @@ def forward_sparse(floating[::1] params, floating[::1] work, const Py_ssize_t[::
         x.rows = NULL
         x.first = lo
         x.scratch = NULL
+        x.scratch_nnz = 0
         with nogil:
             forward_rows_of(&p, &params[0], &work[0], &work[0] + p.scratch_off, NULL, &x,
                             0, B, n_threads)

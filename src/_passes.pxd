@@ -211,6 +211,7 @@ cdef inline void part_pass(const Plan* p, const Buffers* buf, const Batch* batch
         x.rows = buf.row_buf if batch.rows != NULL else NULL
         x.first = 0
         x.scratch = batch.sp_scratch + part * batch.sp_scratch_len
+        x.scratch_nnz = (batch.sp_scratch_len - p.sizes[0] - 1) // 2
         X = NULL
     if batch.rows != NULL:
         gather_rows(p, work, X, Y, buf.row_buf, lo, hi)

@@ -30,8 +30,10 @@ cdef struct CsrRows:
     const int64_t* indptr        # row r's entries are [indptr[r], indptr[r + 1])
     const int64_t* rows          # batch row i is CSR row rows[i]; NULL: CSR row first + i
     Py_ssize_t first
-    int64_t* scratch             # sparse_scratch_size(K, nnz of the batch) elements, for
-                                 # the weight gradient's transpose of the batch
+    int64_t* scratch             # sparse_scratch_size(K, scratch_nnz) elements, for the
+    Py_ssize_t scratch_nnz       # weight gradient's transpose of a batch of at most
+                                 # scratch_nnz entries (sized for distinct rows: an order
+                                 # that repeats long rows may need more, see below)
 
 
 cdef inline Py_ssize_t sparse_scratch_size(Py_ssize_t K, Py_ssize_t nnz) noexcept nogil:
@@ -118,7 +120,9 @@ cdef inline void sparse_weight_gradient(floating* dW, floating* db, const CsrRow
     # The batch's entries are first sorted by feature into x.scratch (a counting sort,
     # which keeps the batch's row order within a feature); then each row of dW is summed
     # from its feature's entries, in row order, and written once. Threads share the rows
-    # of dW; the sort is O(nnz + K) on one thread, small beside the K * N writes.
+    # of dW; the sort is O(nnz + K) on one thread, small beside the K * N writes. A batch
+    # of more entries than the scratch holds (rows repeated by the caller's order) takes
+    # the naive twin, whose sums are the same, in the same order: the same bits.
     cdef int64_t* start = x.scratch          # K + 1: where each feature's entries begin
     cdef int64_t* ent_row = x.scratch + K + 1
     cdef int64_t* ent_pos
@@ -126,12 +130,17 @@ cdef inline void sparse_weight_gradient(floating* dW, floating* db, const CsrRow
     cdef Py_ssize_t i, k, r
     cdef int64_t p, e, total = 0
     cdef int nt = threads_for(K * N, PARALLEL_MIN_MACS, n_threads)
+    for i in range(B):
+        r = csr_row(x, i)
+        total += x.indptr[r + 1] - x.indptr[r]
+    if x.scratch == NULL or total > x.scratch_nnz:
+        sparse_weight_gradient_naive(dW, db, x, dZ, B, K, N)
+        return
     memset(start, 0, (K + 1) * sizeof(int64_t))
     for i in range(B):
         r = csr_row(x, i)
         for p in range(x.indptr[r], x.indptr[r + 1]):
             start[x.indices[p] + 1] += 1
-        total += x.indptr[r + 1] - x.indptr[r]
     for k in range(K):
         start[k + 1] += start[k]
     ent_pos = ent_row + total

@@ -112,6 +112,13 @@ def test_kernels_match_naive_twins(dtype, shape, by_index):
         dW, db = np.full((K, N), np.nan, dtype), np.full(N, np.nan, dtype)
         _kernels.sparse_weight_gradient(dW, db, data, indices, indptr, rows, dZ, nt, False)
         assert dW.tobytes() == dW0.tobytes() and db.tobytes() == db0.tobytes(), nt
+    # a scratch too small for the batch (an order repeating long rows): the fallback
+    for scratch_nnz in (0, max(0, int(np.diff(indptr)[rows if by_index else slice(None)]
+                                      .sum()) - 1)):
+        dW, db = np.full((K, N), np.nan, dtype), np.full(N, np.nan, dtype)
+        _kernels.sparse_weight_gradient(dW, db, data, indices, indptr, rows, dZ, 2, False,
+                                        scratch_nnz)
+        assert dW.tobytes() == dW0.tobytes() and db.tobytes() == db0.tobytes()
 
 
 def test_kernel_entry_points_check_indices():
@@ -186,6 +193,25 @@ def test_network_sparse_same_bits_for_every_thread_count(dtype, layout):
         results.append((net._params.tobytes(), net.forward(X).tobytes(),
                         b"".join(a.tobytes() for a in g[0] + g[1]), net.loss_curve_))
     assert all(r == results[0] for r in results[1:])
+
+
+@pytest.mark.parametrize("layout", NETWORKS)
+def test_an_order_repeating_the_longest_row(layout):
+    # batches of the row holding every feature but one, many times over: more entries
+    # than the scratch sized for distinct rows holds (the kernel's fallback)
+    sizes = NETWORKS[layout]
+    X, y = data_for(sizes, np.float64, n=100)
+    order = np.ones(96, dtype=np.int64)
+    order[::7] = np.arange(14)
+    runs = []
+    for nt in (1, 3):
+        net = fastbp.Network(sizes, dtype=np.float64, seed=0, n_threads=nt)
+        net.train_epoch(X, y, optimizer=optim.Adam(lr=1e-3), batch_size=48, order=order)
+        runs.append(net._params.tobytes())
+    de = fastbp.Network(sizes, dtype=np.float64, seed=0, n_threads=1)
+    de.train_epoch(X.toarray(), y, optimizer=optim.Adam(lr=1e-3), batch_size=48, order=order)
+    assert runs[0] == runs[1]
+    assert_close(np.frombuffer(runs[0]), de._params, np.float64, 1e4)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
