@@ -36,7 +36,7 @@ import warnings
 import numpy as np
 
 N_CLASSES = 20
-TOPIC_FRACTION = 0.3      # of a document's term draws that come from its class's topic
+TOPIC_FRACTION = 0.05     # of a document's term draws that come from its class's topic
 
 
 def make_tfidf(n_rows, n_features, density, seed, dtype):
