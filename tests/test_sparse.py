@@ -195,6 +195,22 @@ def test_network_sparse_same_bits_for_every_thread_count(dtype, layout):
     assert all(r == results[0] for r in results[1:])
 
 
+def test_fit_with_sparse_validation_data_and_early_stopping():
+    sizes = NETWORKS["parts"]
+    X, y = data_for(sizes, np.float64, n=300)
+    runs = []
+    for form in (X, X.toarray()):
+        net = fastbp.Network(sizes, dtype=np.float64, seed=2, n_threads=2)
+        net.fit(form[:240], y[:240], epochs=4, batch_size=32, optimizer="adam",
+                validation_data=(form[240:], y[240:]), early_stopping=True, patience=1)
+        runs.append(net)
+    sp, de = runs
+    assert len(sp.history["val_loss"]) == len(de.history["val_loss"])
+    assert_close(sp.history["val_loss"], de.history["val_loss"], np.float64, 1e4)
+    assert sp.history["val_score"] == de.history["val_score"]
+    assert_close(sp._params, de._params, np.float64, 1e4)
+
+
 @pytest.mark.parametrize("layout", NETWORKS)
 def test_an_order_repeating_the_longest_row(layout):
     # batches of the row holding every feature but one, many times over: more entries
