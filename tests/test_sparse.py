@@ -175,6 +175,9 @@ def test_network_sparse_matches_dense(dtype, layout):
         # a few steps compound the rounding differences (Adam divides by sqrt(s))
         for a, b in zip(sp.weights + sp.biases, de.weights + de.biases):
             assert_close(a, b, dtype, 1e4 if dtype == np.float64 else 1e2)
+    w = np.random.default_rng(0).random(X.shape[0])
+    assert_close(sp.loss(X, y, sample_weight=w), de.loss(Xd, y, sample_weight=w), dtype,
+                 sizes[0])
     # the reference (the oracle) takes sparse X too, densifying it
     ref = reference.Network(sizes, dtype=dtype, seed=1)
     assert_close(ref.loss(X, y), ref.loss(Xd, y), dtype, 1)
