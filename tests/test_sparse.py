@@ -214,6 +214,15 @@ def test_fit_with_sparse_validation_data_and_early_stopping():
     assert_close(sp._params, de._params, np.float64, 1e4)
 
 
+def test_forward_of_more_rows_than_one_slice():
+    # forward works through 8,192 rows at a time: the slices start inside the CSR
+    X = odd_csr(8192 + 300, 20, 0.2, np.float64, 4)
+    net = fastbp.Network([20, 6, 3], dtype=np.float64, seed=0, n_threads=3)
+    out = net.forward(X)
+    assert_close(out, net.forward(X.toarray()), np.float64, 20)
+    assert out[8192:].tobytes() == net.forward(X[8192:]).tobytes()
+
+
 @pytest.mark.parametrize("layout", NETWORKS)
 def test_an_order_repeating_the_longest_row(layout):
     # batches of the row holding every feature but one, many times over: more entries
