@@ -42,8 +42,9 @@ cdef extern from *:
     """
     void fastbp_prefetch(const void* p, Py_ssize_t bytes) nogil
 
-cdef enum:
-    PREFETCH_AHEAD = 8          # entries ahead whose weight rows are prefetched
+cdef extern from "blocking.h":
+    enum:
+        PREFETCH_AHEAD "FASTBP_SPARSE_PREFETCH_AHEAD"
 
 
 cdef struct CsrRows:
