@@ -55,6 +55,13 @@ class Forward:
 def loss_gradients_step(params: _Arr, grads: _Arr, work: _Arr, sizes: _Idx, acts: _Acts,
                         loss: int, X: _Arr, labels: _Labels, Y: _Arr, weights: _Arr,
                         want_grad: bool, lr: float, n_threads: int) -> tuple[float, bool]: ...
+def loss_gradients_step_sparse(params: _Arr, grads: _Arr, work: _Arr, sizes: _Idx,
+                               acts: _Acts, loss: int, X: object, labels: _Labels, Y: _Arr,
+                               weights: _Arr, want_grad: bool, lr: float,
+                               n_threads: int) -> tuple[float, bool]: ...
+def forward_sparse(params: _Arr, work: _Arr, sizes: _Idx, acts: _Acts, X: object, lo: int,
+                   hi: int, out: _Arr, n_threads: int) -> None: ...
+def sparse_part_nnz(indptr: npt.NDArray[np.int64], rows: int) -> int: ...
 
 class StopRule:
     best_loss: float

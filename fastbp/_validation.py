@@ -9,6 +9,7 @@ import math
 import numbers
 import operator
 import os
+import sys
 
 import numpy as np
 
@@ -205,8 +206,152 @@ def _check_finite(arr, name):
         )
 
 
+class CsrRows:
+    """A checked sparse X as fastbp keeps it: its own copies of a canonical CSR's arrays,
+    data (nnz,) finite in the network's dtype, indices (nnz,) int64 in [0, n_features)
+    sorted without duplicates within each row, indptr (n_rows + 1,) int64 non-decreasing
+    from 0 to nnz. Made by check_X; never shares memory with the caller's matrix, so
+    nothing the caller does to its arrays afterwards reaches the kernels."""
+
+    __slots__ = ("data", "indices", "indptr", "shape")
+    ndim = 2
+
+    def __init__(self, data, indices, indptr, shape):
+        self.data, self.indices, self.indptr = data, indices, indptr
+        self.shape = (int(shape[0]), int(shape[1]))
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    @property
+    def nnz(self):
+        return self.data.shape[0]
+
+    def __getitem__(self, rows):
+        """Rows [start, stop) (a slice of step 1) as a CsrRows (views of these arrays)."""
+        if not isinstance(rows, slice):
+            raise TypeError("a CsrRows takes a slice of rows")
+        start, stop, step = rows.indices(self.shape[0])
+        if step != 1:
+            raise ValueError("a CsrRows takes a slice of step 1")
+        stop = max(start, stop)
+        p0, p1 = self.indptr[start], self.indptr[stop]
+        return CsrRows(self.data[p0:p1], self.indices[p0:p1],
+                       self.indptr[start:stop + 1] - p0, (stop - start, self.shape[1]))
+
+    def astype(self, dtype):
+        return CsrRows(self.data.astype(dtype), self.indices, self.indptr, self.shape)
+
+    def toarray(self):
+        """The dense (n_rows, n_features) matrix (for the NumPy reference)."""
+        out = np.zeros(self.shape, dtype=self.data.dtype)
+        rows = np.repeat(np.arange(self.shape[0]), np.diff(self.indptr))
+        out[rows, self.indices] = self.data
+        return out
+
+
+def _scipy_sparse(X):
+    """X's scipy.sparse module when X is a scipy sparse matrix or array, else None; never
+    imports scipy (a scipy matrix cannot exist unless scipy.sparse is imported)."""
+    sparse = sys.modules.get("scipy.sparse")
+    if sparse is not None and sparse.issparse(X):
+        return sparse
+    return None
+
+
+def check_sparse_X(X, n_features, dtype, name="X"):
+    """A scipy CSR or CSC X (matrix or array) as a CsrRows of `dtype` (CSC through scipy's
+    tocsr, never densified): TypeError for another format or an index dtype other than
+    int32/int64, ValueError for a wrong shape, a non-canonical matrix (unsorted or
+    duplicate indices) or non-finite values. The checks run on fastbp's own copies."""
+    fmt = X.format
+    if fmt not in ("csr", "csc"):
+        raise TypeError(f"{name}: a sparse X must be CSR or CSC; got {fmt!r} "
+                        f"(convert it with {name}.tocsr())")
+    for part in ("indices", "indptr"):
+        if getattr(X, part).dtype not in (np.int32, np.int64):
+            raise TypeError(f"{name}.{part} must be int32 or int64; got "
+                            f"{getattr(X, part).dtype}")
+    if len(X.shape) != 2:
+        raise ValueError(f"{name} must be 2-D with shape (batch, {n_features}); got shape {X.shape}")
+    if X.shape[0] == 0:
+        raise ValueError(f"{name} is an empty batch (shape {X.shape}); expected at least one row")
+    if X.shape[1] != n_features:
+        raise ValueError(f"{name} must have {n_features} columns; got shape {X.shape}")
+    if X.data.dtype.kind not in "biuf":
+        raise TypeError(f"{name} must contain real numbers (bool, int or float); got dtype "
+                        f"{X.data.dtype}")
+    if fmt == "csc":
+        # canonical as given (tocsr would sort the indices anyway), then scipy's tocsr
+        _compressed_arrays(X, name)
+        X = X.tocsr()
+    indices, indptr = _compressed_arrays(X, name)
+    data = np.array(X.data[:indices.shape[0]], dtype=dtype)
+    _check_finite(data, name)
+    return CsrRows(data, indices, indptr, (X.shape[0], n_features))
+
+
+def canonical_csr(X, name="X"):
+    """A scipy CSR or CSC X, checked canonical as given (ValueError naming sort_indices()
+    or sum_duplicates()), as a scipy CSR (CSC through tocsr): for callers that select
+    rows of it before check_X sees them (fastbp.sklearn's validation split)."""
+    if X.format not in ("csr", "csc"):
+        raise TypeError(f"{name}: a sparse X must be CSR or CSC; got {X.format!r}")
+    _compressed_arrays(X, name)
+    return X.tocsr() if X.format == "csc" else X
+
+
+def _compressed_arrays(X, name):
+    """(indices, indptr) of a CSR or CSC X as int64 copies, checked on the copies: indptr
+    non-decreasing from 0 to at most the arrays' length, indices in [0, n_minor) and
+    strictly increasing within each row (column): ValueError naming sort_indices() or
+    sum_duplicates() otherwise. scipy's cached flags are never trusted."""
+    n_major, n_minor = X.shape if X.format == "csr" else X.shape[::-1]
+    indptr = np.array(X.indptr, dtype=np.int64)
+    if (indptr.shape != (n_major + 1,) or indptr[0] != 0 or (np.diff(indptr) < 0).any()
+            or indptr[-1] > min(len(X.indices), len(X.data))):
+        raise ValueError(f"{name}.indptr is inconsistent with the shape or the arrays")
+    indices = np.array(X.indices[:indptr[-1]], dtype=np.int64)
+    if indices.shape[0] and (indices.min() < 0 or indices.max() >= n_minor):
+        raise ValueError(f"{name}.indices must lie in [0, {n_minor})")
+    fault = _order_fault(indices, indptr)
+    if fault == "duplicate":
+        raise ValueError(f"{name} holds duplicate indices in a {'row' if X.format == 'csr' else 'column'}; "
+                         f"sum them first with {name}.sum_duplicates()")
+    if fault == "unsorted":
+        raise ValueError(f"{name} has unsorted indices in a {'row' if X.format == 'csr' else 'column'}; "
+                         f"sort them first with {name}.sort_indices()")
+    return indices, indptr
+
+
+def _order_fault(indices, indptr):
+    """None when every row's indices strictly increase; else "duplicate" when some row
+    holds an index twice, "unsorted" otherwise."""
+    if indices.shape[0] < 2:
+        return None
+    step = np.diff(indices)
+    bad = step <= 0
+    # a pair that straddles a row boundary (the first entry of a non-empty row) is fine
+    starts = indptr[1:-1]
+    starts = starts[(starts > 0) & (starts < indices.shape[0])]
+    bad[starts - 1] = False
+    if not bad.any():
+        return None
+    return "duplicate" if (step[bad] == 0).any() else "unsorted"
+
+
 def check_X(X, n_features, dtype, name="X"):
-    """A finite, C-contiguous, native (B, n_features) matrix of `dtype`, B >= 1."""
+    """A finite, C-contiguous, native (B, n_features) matrix of `dtype`, B >= 1; for a
+    scipy CSR or CSC X (or a CsrRows), a CsrRows (check_sparse_X)."""
+    if isinstance(X, CsrRows):
+        if X.shape[1] != n_features:
+            raise ValueError(f"{name} must have {n_features} columns; got shape {X.shape}")
+        if X.shape[0] == 0:
+            raise ValueError(f"{name} is an empty batch (shape {X.shape}); expected at least one row")
+        return X if X.dtype == dtype else X.astype(dtype)
+    if _scipy_sparse(X) is not None:
+        return check_sparse_X(X, n_features, dtype, name)
     arr = _as_numeric_array(X, name)
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D with shape (batch, {n_features}); got shape {arr.shape}")

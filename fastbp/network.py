@@ -19,6 +19,7 @@ from ._common import (ACTIVATIONS, COMPILED_OUTPUT, LOSSES, DivergedError, check
                       fill_initial_parameters, raise_diverged)
 from ._training import Data, EpochStats
 from ._validation import (
+    CsrRows,
     check_activations,
     check_bool,
     check_dtype,
@@ -365,9 +366,26 @@ class Network:
         work = self._work(X.shape[0], nt, True)
         if weights is None:
             weights = np.empty(0, dtype=self.dtype)
+        if isinstance(X, CsrRows):
+            return _network.loss_gradients_step_sparse(
+                self._params, self._grads, work, self._sizes, self._acts, self._loss_code,
+                X, labels, Y, weights, want_grad, lr, nt)
         return _network.loss_gradients_step(
             self._params, self._grads, work, self._sizes, self._acts, self._loss_code,
             X, labels, Y, weights, want_grad, lr, nt)
+
+    def _forward_sparse(self, X):
+        """forward for a CsrRows X: its first layer's product sparse, in slices of
+        _FORWARD_CHUNK_ROWS rows as forward takes a dense X."""
+        B = X.shape[0]
+        out = np.empty((B, self.layer_sizes[-1]), dtype=self.dtype)
+        nt = self.n_threads
+        work = self._work(min(B, _FORWARD_CHUNK_ROWS), nt, False)
+        for start in range(0, B, _FORWARD_CHUNK_ROWS):
+            stop = min(start + _FORWARD_CHUNK_ROWS, B)
+            _network.forward_sparse(self._params, work, self._sizes, self._acts, X, start,
+                                    stop, out[start:stop], nt, self._exp_output)
+        return out
 
     # -- the pieces fit's loop (fastbp/_training.py) works with --------------------------
 
@@ -448,7 +466,10 @@ class Network:
         with self._lock:
             out = self._forward_if_plain(X)
             if out is None:
-                out = self._forward_checked(self._check_X(X))
+                X = self._check_X(X)
+                if isinstance(X, CsrRows):
+                    return self._forward_sparse(X)
+                out = self._forward_checked(X)
             return out
 
     def _forward_if_plain(self, X):

@@ -29,8 +29,15 @@ from ._validation import (
     check_seed,
     check_targets,
     check_X,
+    CsrRows,
     effective_n_threads,
 )
+
+
+def _dense(X):
+    """X as a dense array: the oracle densifies a sparse X (check_X's CsrRows)."""
+    return X.toarray() if isinstance(X, CsrRows) else X
+
 
 def _erf(x):
     """erf, elementwise: SciPy's vectorized ufunc when SciPy is installed, else libm's erf
@@ -207,7 +214,7 @@ class Network:
     # -- the pieces fit's loop (fastbp/_training.py) works with --------------------------
 
     def _prepare(self, X, y, sample_weight=None, class_weight=None, names=("X", "y")):
-        X = check_X(X, self.layer_sizes[0], self.dtype, name=names[0])
+        X = _dense(check_X(X, self.layer_sizes[0], self.dtype, name=names[0]))
         labels, Y = check_targets(y, self.loss_name, self.layer_sizes[-1], X.shape[0],
                                   self.dtype, name=names[1])
         weights = _training.check_sample_weight(sample_weight, class_weight, labels,
@@ -332,7 +339,7 @@ class Network:
     # -- public API ----------------------------------------------------------------------
 
     def _check_X(self, X):
-        return check_X(X, self.layer_sizes[0], self.dtype)
+        return _dense(check_X(X, self.layer_sizes[0], self.dtype))
 
     def _check_Xy(self, X, y):
         X = self._check_X(X)

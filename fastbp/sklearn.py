@@ -19,7 +19,8 @@ same random_state, a fit here follows scikit-learn's fit to rounding.
 Differences:
   * MLPRegressor(loss="poisson") refuses a negative y with a ValueError (scikit-learn
     documents y >= 0 as required but trains on, with NaN losses).
-  * Sparse X is refused (a TypeError that says so); scikit-learn multiplies it as sparse.
+  * Sparse X must be CSR or CSC (other formats are converted to CSR, as scikit-learn's
+    validation does) with sorted, unique indices; the first layer's products run sparse.
   * sample_weight must be non-negative and not all zero (fastbp.optim's rules).
   * Two extra parameters: n_threads (fastbp.Network's) and dtype (None: float32 when X
     is float32, else float64; float32 trains in float32).
@@ -53,8 +54,10 @@ except ImportError as exc:  # scikit-learn missing, or older than 1.6 (no valida
     ) from exc
 
 import numpy as np
+from scipy.sparse import issparse
 
 from .network import Network
+from ._validation import canonical_csr
 from . import _lbfgs, _network, optim
 
 __all__ = ["MLPClassifier", "MLPRegressor"]
@@ -67,6 +70,18 @@ _STOCHASTIC_SOLVERS = ("sgd", "adam")
 _EPOCHS_IN_RUNS = True
 
 _FAST_SHUFFLE_CHECKED = []    # [True] or [False] once checked in this process
+
+# validate_data's accept_sparse: fastbp's first layer takes CSR (CSC converted to it)
+_ACCEPT_SPARSE = ["csr", "csc"]
+
+
+def _as_network_input(X, dtype):
+    """X as fastbp.Network takes it for training: a sparse X stays sparse, as CSR (whose
+    row selections, the validation split's, keep each row's indices sorted; the network
+    checks and copies it), a dense one C-contiguous in `dtype`."""
+    if issparse(X):
+        return canonical_csr(X)
+    return np.ascontiguousarray(X, dtype=dtype)
 
 
 def _fast_shuffle_matches():
@@ -411,7 +426,7 @@ class _BaseMLP(BaseEstimator):
         packed order (the reported loss: for the squared error half the mean over all
         elements, with the gradient of its own _backprop)."""
         loss_name, loss_scale = self._network_loss()
-        X = np.ascontiguousarray(X, dtype=net.dtype)
+        X = _as_network_input(X, net.dtype)
         targets = self._network_targets(y if y.ndim == 2 else y.reshape(-1, 1), net.dtype)
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=net.dtype)
@@ -470,7 +485,7 @@ class _BaseMLP(BaseEstimator):
             opt.lr = self._learning_rate
         loss_name, loss_scale = self._network_loss()
         # once here, not in every epoch's checks: C order in the network's dtype
-        X = np.ascontiguousarray(X, dtype=net.dtype)
+        X = _as_network_input(X, net.dtype)
         targets = self._network_targets(y, net.dtype)
         if sample_weight is not None:
             sample_weight = np.asarray(sample_weight, dtype=net.dtype)
@@ -739,7 +754,8 @@ class _BaseMLP(BaseEstimator):
             out = self._forward_if_plain(X)
             if out is not None:
                 return out
-            X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32))
+            X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32),
+                              accept_sparse=_ACCEPT_SPARSE)
         net = self._get_network()
         self._load_parameters(net)
         out = net.forward(X)
@@ -770,7 +786,7 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
+        tags.input_tags.sparse = True
         return tags
 
 
@@ -788,8 +804,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     dtype : None, np.float32 or np.float64, default=None
         The training precision; None: float32 when X is float32, else float64.
 
-    solver='lbfgs' is not implemented (a ValueError points to scikit-learn). Sparse X is
-    refused.
+    solver='lbfgs' is not implemented (a ValueError points to scikit-learn). Sparse X:
+    CSR or CSC.
 
     Attributes
     ----------
@@ -840,7 +856,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return accuracy_score(y, y_pred, sample_weight=sample_weight)
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(self, X, y, accept_sparse=False, multi_output=True,
+        X, y = validate_data(self, X, y, accept_sparse=_ACCEPT_SPARSE, multi_output=True,
                              dtype=self._validate_dtype_arg(), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
@@ -970,8 +986,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     Parameters are scikit-learn's (see its documentation), plus n_threads and dtype (as
     in fastbp.sklearn.MLPClassifier). loss='poisson' trains half the Poisson deviance
     through an exp output, as scikit-learn does, and refuses a negative y (ValueError).
-    solver='lbfgs' is not implemented (a ValueError points to scikit-learn). Sparse X is
-    refused.
+    Sparse X: CSR or CSC.
 
     Attributes
     ----------
@@ -1027,7 +1042,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return r2_score(y, y_pred, sample_weight=sample_weight)
 
     def _validate_input(self, X, y, incremental, reset):
-        X, y = validate_data(self, X, y, accept_sparse=False, multi_output=True,
+        X, y = validate_data(self, X, y, accept_sparse=_ACCEPT_SPARSE, multi_output=True,
                              y_numeric=True, dtype=self._validate_dtype_arg(), reset=reset)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)

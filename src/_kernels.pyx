@@ -136,3 +136,87 @@ def sgd_update(floating[::1] param, const floating[::1] grad, double lr, int n_t
     with nogil:
         _sgd_update(&param[0], &grad[0], param.shape[0], <floating>lr, n_threads)
 
+
+
+# -- the sparse first layer (_sparse.pxd) ----------------------------------------------------
+
+from _sparse cimport (CsrRows, sparse_forward as _sparse_forward,
+                      sparse_weight_gradient as _sparse_weight_gradient, sparse_forward_naive,
+                      sparse_weight_gradient_naive, sparse_scratch_size)
+import numpy as np
+
+
+cdef Py_ssize_t csr_batch(CsrRows* x, const floating[::1] data, const int64_t[::1] indices,
+                          const int64_t[::1] indptr, const int64_t[::1] rows, Py_ssize_t B,
+                          Py_ssize_t K) except -1:
+    # x <- the batch of B rows (rows empty: CSR rows 0 .. B-1) of the CSR (data, indices,
+    # indptr), its every index checked; returns the batch's entry count
+    cdef Py_ssize_t i, r, n_rows = indptr.shape[0] - 1, nnz = 0
+    cdef int64_t p
+    if n_rows < 0 or indices.shape[0] != data.shape[0]:
+        raise ValueError("indptr needs n_rows + 1 elements, indices those of data")
+    if rows.shape[0] != 0 and rows.shape[0] != B or rows.shape[0] == 0 and B > n_rows:
+        raise ValueError("rows must hold one CSR row per batch row")
+    for i in range(B):
+        r = rows[i] if rows.shape[0] else i
+        if r < 0 or r >= n_rows:
+            raise ValueError(f"rows[{i}] = {r} is not a row of the CSR")
+        if indptr[r] < 0 or indptr[r] > indptr[r + 1] or indptr[r + 1] > indices.shape[0]:
+            raise ValueError(f"indptr is out of range at row {r}")
+        for p in range(indptr[r], indptr[r + 1]):
+            if indices[p] < 0 or indices[p] >= K:
+                raise ValueError(f"indices[{p}] = {indices[p]} is not a feature")
+        nnz += indptr[r + 1] - indptr[r]
+    x.data = &data[0] if data.shape[0] else NULL
+    x.indices = &indices[0] if indices.shape[0] else NULL
+    x.indptr = &indptr[0]
+    x.rows = &rows[0] if rows.shape[0] else NULL
+    x.first = 0
+    x.scratch = NULL
+    x.scratch_nnz = 0
+    return nnz
+
+
+def sparse_forward(floating[:, ::1] Z, floating[:, ::1] A_out, const floating[::1] data,
+                   const int64_t[::1] indices, const int64_t[::1] indptr,
+                   const int64_t[::1] rows, const floating[:, ::1] W, const floating[::1] b,
+                   int act, int n_threads, bint naive):
+    """Z, A_out (B, N) <- the first layer on B rows of a CSR (rows: their indices, or
+    empty for rows 0 .. B-1): Z = X_b W + b, A_out = f_act(Z)."""
+    cdef CsrRows x
+    cdef Py_ssize_t B = Z.shape[0], K = W.shape[0], N = W.shape[1]
+    if (A_out.shape[0] != B or Z.shape[1] != N or A_out.shape[1] != N or b.shape[0] != N
+            or B < 1 or N < 1):
+        raise ValueError("sparse_forward: shapes do not match")
+    csr_batch(&x, data, indices, indptr, rows, B, K)
+    with nogil:
+        if naive:
+            sparse_forward_naive(&Z[0, 0], &A_out[0, 0], &x, &W[0, 0], &b[0], B, N, act)
+        else:
+            _sparse_forward(&Z[0, 0], &A_out[0, 0], &x, &W[0, 0], &b[0], B, N, act,
+                            n_threads)
+
+
+def sparse_weight_gradient(floating[:, ::1] dW, floating[::1] db, const floating[::1] data,
+                           const int64_t[::1] indices, const int64_t[::1] indptr,
+                           const int64_t[::1] rows, const floating[:, ::1] dZ,
+                           int n_threads, bint naive, Py_ssize_t scratch_nnz=-1):
+    """dW (K, N) <- X_b^T dZ and db (N) <- the column sums of dZ (B, N), for B rows of a
+    CSR as sparse_forward takes them. scratch_nnz: the entries the transpose's scratch
+    holds (-1: the batch's; fewer makes the kernel take its naive fallback)."""
+    cdef CsrRows x
+    cdef Py_ssize_t B = dZ.shape[0], K = dW.shape[0], N = dW.shape[1], nnz
+    if dZ.shape[1] != N or db.shape[0] != N or B < 1 or N < 1 or K < 1:
+        raise ValueError("sparse_weight_gradient: shapes do not match")
+    nnz = csr_batch(&x, data, indices, indptr, rows, B, K)
+    if scratch_nnz < 0:
+        scratch_nnz = nnz
+    scratch = np.empty(sparse_scratch_size(K, scratch_nnz), dtype=np.int64)
+    cdef int64_t[::1] scratch_view = scratch
+    x.scratch = &scratch_view[0]
+    x.scratch_nnz = scratch_nnz
+    with nogil:
+        if naive:
+            sparse_weight_gradient_naive(&dW[0, 0], &db[0], &x, &dZ[0, 0], B, K, N)
+        else:
+            _sparse_weight_gradient(&dW[0, 0], &db[0], &x, &dZ[0, 0], B, K, N, n_threads)

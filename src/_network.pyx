@@ -19,7 +19,9 @@ import numpy as np
 cnp.import_array()
 
 from _plan cimport Plan, make_plan, free_plan, n_parts
-from _passes cimport Objective, Batch, Buffers, StepResult, step, forward_rows
+from _passes cimport Objective, Batch, Buffers, StepResult, step, forward_rows, forward_rows_of
+from _plan cimport part_rows
+from _sparse cimport CsrRows, sparse_scratch_size
 from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
 from _gemm cimport fastbp_set_target, fastbp_target_supported, fastbp_active_target
 from _gemm cimport GEMM_MACS_PER_THREAD, gemm_scratch_size
@@ -138,6 +140,98 @@ cdef inline void* data_of(object array, object dtype, Py_ssize_t length, str nam
     if array.size == 0:
         return <void*><Py_ssize_t>1     # never read: a non-NULL marker
     return <void*><Py_ssize_t>array.__array_interface__["data"][0]
+
+
+cdef tuple csr_arrays(object X, Py_ssize_t n_features, Py_ssize_t lo, Py_ssize_t hi):
+    # (data, indices, indptr) of X, a CSR as fastbp._validation.CsrRows holds it (int64
+    # indices and indptr), each read once: the caller keeps and points into these. What
+    # the kernels index by is checked here for rows [lo, hi), so that memory safety never
+    # rests on the Python layer: indptr non-decreasing within the arrays, every index of
+    # those rows in [0, n_features).
+    arrays = (X.data, X.indices, X.indptr)
+    cdef const int64_t[::1] indices = arrays[1]
+    cdef const int64_t[::1] indptr = arrays[2]
+    cdef Py_ssize_t r = 0, n_rows = X.shape[0], nnz = indices.shape[0]
+    cdef int64_t q
+    if (X.shape[1] != n_features or indptr.shape[0] != n_rows + 1 or arrays[0].shape[0] != nnz
+            or lo < 0 or hi > n_rows or lo > hi):
+        raise ValueError("a sparse X with inconsistent arrays or the wrong width")
+    with nogil:
+        for r in range(lo, hi):
+            if indptr[r] < 0 or indptr[r] > indptr[r + 1] or indptr[r + 1] > nnz:
+                break
+        else:
+            for q in range(indptr[lo], indptr[hi]):
+                if indices[q] < 0 or indices[q] >= n_features:
+                    break
+            else:
+                r = -1
+    if r != -1:
+        raise ValueError("a sparse X whose indptr or indices are out of range")
+    return arrays
+
+
+def sparse_part_nnz(indptr, Py_ssize_t rows):
+    """The most entries any `rows` distinct rows of a CSR hold: the sum of its `rows`
+    longest rows' lengths (a batch that repeats rows may hold more: _sparse.pxd)."""
+    lengths = np.diff(np.asarray(indptr))
+    if rows < lengths.shape[0]:
+        lengths = np.partition(lengths, lengths.shape[0] - rows)[lengths.shape[0] - rows:]
+    return int(lengths.sum())
+
+
+cdef int set_csr(Batch* batch, tuple arrays, object dtype, object scratch,
+                 Py_ssize_t slot_len) except -1:
+    # batch's sparse fields <- arrays (csr_arrays', values of dtype) and its transposes'
+    # scratch (int64, parts slots of slot_len)
+    data, indices, indptr = arrays
+    batch.sp_data = data_of(data, dtype, data.shape[0], "X.data", False)
+    batch.sp_indices = <const int64_t*>data_of(indices, np.int64, indices.shape[0],
+                                               "X.indices", False)
+    batch.sp_indptr = <const int64_t*>data_of(indptr, np.int64, indptr.shape[0],
+                                              "X.indptr", False)
+    batch.sp_scratch = <int64_t*>data_of(scratch, np.int64, scratch.shape[0], "scratch")
+    batch.sp_scratch_len = slot_len
+    return 0
+
+
+def forward_sparse(floating[::1] params, floating[::1] work, const Py_ssize_t[::1] sizes,
+                   const int[::1] acts, X, Py_ssize_t lo, Py_ssize_t hi,
+                   floating[:, ::1] out, int n_threads, bint exp_output=False):
+    """out (hi - lo, n_L) <- the network's output for rows [lo, hi) of the CSR X
+    (CsrRows, values of params' dtype); work: work_size(capacity=hi - lo,
+    input_slot=False, training=False). exp_output: as Forward's."""
+    cdef Py_ssize_t j
+    cdef Plan p
+    cdef CsrRows x
+    cdef Py_ssize_t B = hi - lo
+    data, indices, indptr = csr_arrays(X, sizes[0], lo, hi)
+    make_plan(&p, sizes, acts, 0, B, False, 1, n_threads)
+    try:
+        if (params.shape[0] < p.n_params or work.shape[0] < p.work_size or B < 1
+                or out.shape[0] < B or out.shape[1] != p.sizes[p.n_layers]):
+            raise ValueError("forward_sparse: buffers too short for the plan")
+        x.data = data_of(data, np.float64 if floating is double else np.float32,
+                         data.shape[0], "X.data", False)
+        x.indices = <const int64_t*>data_of(indices, np.int64, indices.shape[0],
+                                            "X.indices", False)
+        x.indptr = <const int64_t*>data_of(indptr, np.int64, indptr.shape[0],
+                                           "X.indptr", False)
+        x.rows = NULL
+        x.first = lo
+        x.scratch = NULL
+        x.scratch_nnz = 0
+        with nogil:
+            forward_rows_of(&p, &params[0], &work[0], &work[0] + p.scratch_off, NULL, &x,
+                            0, B, n_threads)
+            memcpy(&out[0, 0], &work[0] + p.a_off[p.n_layers],
+                   B * p.sizes[p.n_layers] * sizeof(floating))
+            if exp_output:
+                # as forward_into: the poisson loss's means, rounded from double
+                for j in range(B * p.sizes[p.n_layers]):
+                    (&out[0, 0])[j] = <floating>exp(<double>(&out[0, 0])[j])
+    finally:
+        free_plan(&p)
 
 
 def forward(floating[::1] params, floating[::1] work, const Py_ssize_t[::1] sizes,
@@ -493,6 +587,7 @@ cdef class Trainer:
         self.buf.w_buf = data_of(w_buf, self.dtype, capacity, "w_buf")
         self.arrays = (params, grads, state, work, row_buf, label_buf, w_buf, sizes, acts)
         self.batch.X = NULL
+        self.batch.sp_indptr = NULL
         self.n_rows = 0
         self.set_objective(1.0, 0.0, False)
         self.set_optimizer(OPT_SGD, 0.0, 0.0, False, 0.0, 0.0, 0.0)
@@ -566,29 +661,49 @@ cdef class Trainer:
         return value, res.penalty
 
     def bind(self, X, labels, Y, weights):
-        """The data of the next epochs: X (n, n_0); labels (n,) int64 or Y (n, n_L); row
-        weights (n,) or None. Kept referenced until the next bind."""
+        """The data of the next epochs: X (n, n_0), dense or a CSR as
+        fastbp._validation.CsrRows holds it; labels (n,) int64 or Y (n, n_L); row weights
+        (n,) or None. Kept referenced until the next bind."""
         cdef Py_ssize_t n = X.shape[0], n0 = self.plan.sizes[0]
-        cdef Py_ssize_t nL = self.plan.sizes[self.plan.n_layers]
-        if X.ndim != 2 or X.shape[1] != n0:
-            raise ValueError("Trainer.bind: X has the wrong shape")
-        self.batch.X = data_of(X, self.dtype, n * n0, "X", False)
-        self.batch.labels = NULL
-        self.batch.Y = NULL
-        self.batch.w = NULL
-        if labels is not None:
-            if labels.shape != (n,):
-                raise ValueError("Trainer.bind: labels has the wrong shape")
-            self.batch.labels = <const int64_t*>data_of(labels, np.int64, n, "labels", False)
-        else:
-            if Y is None or Y.shape != (n, nL):
-                raise ValueError("Trainer.bind: Y has the wrong shape")
-            self.batch.Y = data_of(Y, self.dtype, n * nL, "Y", False)
-        if weights is not None:
-            if weights.shape != (n,):
-                raise ValueError("Trainer.bind: weights has the wrong shape")
-            self.batch.w = data_of(weights, self.dtype, n, "weights", False)
-        self.data = (X, labels, Y, weights)
+        cdef Py_ssize_t nL = self.plan.sizes[self.plan.n_layers], slot_len
+        cdef int parts = self.plan.parts
+        self.batch.X = NULL
+        self.batch.sp_indptr = NULL
+        scratch = arrays = None
+        try:
+            if isinstance(X, np.ndarray):
+                if X.ndim != 2 or X.shape[1] != n0:
+                    raise ValueError("Trainer.bind: X has the wrong shape")
+                self.batch.X = data_of(X, self.dtype, n * n0, "X", False)
+            else:
+                arrays = csr_arrays(X, n0, 0, n)
+                # a slot per part, for the most entries a part's rows can hold
+                slot_len = sparse_scratch_size(n0, sparse_part_nnz(
+                    arrays[2], part_rows(self.capacity, parts) if parts > 1 else self.capacity))
+                scratch = np.empty(parts * slot_len, dtype=np.int64)
+                set_csr(&self.batch, arrays, self.dtype, scratch, slot_len)
+                self.batch.X = <const void*>self.batch.sp_indptr    # bound: not NULL
+            self.batch.labels = NULL
+            self.batch.Y = NULL
+            self.batch.w = NULL
+            if labels is not None:
+                if labels.shape != (n,):
+                    raise ValueError("Trainer.bind: labels has the wrong shape")
+                self.batch.labels = <const int64_t*>data_of(labels, np.int64, n, "labels", False)
+            else:
+                if Y is None or Y.shape != (n, nL):
+                    raise ValueError("Trainer.bind: Y has the wrong shape")
+                self.batch.Y = data_of(Y, self.dtype, n * nL, "Y", False)
+            if weights is not None:
+                if weights.shape != (n,):
+                    raise ValueError("Trainer.bind: weights has the wrong shape")
+                self.batch.w = data_of(weights, self.dtype, n, "weights", False)
+            self.data = (X, labels, Y, weights, scratch, arrays)
+        except BaseException:
+            # nothing half bound: the epoch loop refuses to run without data
+            self.batch.X = NULL
+            self.batch.sp_indptr = NULL
+            raise
         self.n_rows = n
         self.batch.n_rows = n
         self.batch.n_classes = nL
@@ -808,12 +923,48 @@ def loss_gradients_step(floating[::1] params, floating[::1] grads, floating[::1]
     work_size(capacity=B, input_slot=False, training=True). Returns (loss before the
     step, bad): bad when the step made a parameter non-finite. A label out of range
     raises ValueError."""
+    cdef Batch batch
+    if X.shape[1] != sizes[0]:
+        raise ValueError("loss_gradients_step: X has the wrong width")
+    batch.X = &X[0, 0] if X.shape[0] > 0 else NULL
+    batch.sp_indptr = NULL
+    return batch_loss_gradients(params, grads, work, sizes, acts, loss, X.shape[0], &batch,
+                                labels, Y, weights, want_grad, lr, n_threads)
+
+
+def loss_gradients_step_sparse(floating[::1] params, floating[::1] grads,
+                               floating[::1] work, const Py_ssize_t[::1] sizes,
+                               const int[::1] acts, int loss, X,
+                               const int64_t[::1] labels, const floating[:, ::1] Y,
+                               const floating[::1] weights, bint want_grad, double lr,
+                               int n_threads):
+    """loss_gradients_step for a CSR X (fastbp._validation.CsrRows, values of params'
+    dtype): the batch is all its rows."""
+    cdef Batch batch
+    cdef Py_ssize_t B = X.shape[0], slot_len
+    cdef int parts = n_parts(&sizes[0], sizes.shape[0] - 1, B) if B > 0 else 1
+    arrays = csr_arrays(X, sizes[0], 0, B)
+    slot_len = sparse_scratch_size(sizes[0], sparse_part_nnz(
+        arrays[2], part_rows(B, parts) if parts > 1 else B))
+    scratch = np.empty(parts * slot_len, dtype=np.int64)
+    set_csr(&batch, arrays, np.float64 if floating is double else np.float32, scratch,
+            slot_len)
+    batch.X = NULL
+    return batch_loss_gradients(params, grads, work, sizes, acts, loss, B, &batch, labels, Y,
+                                weights, want_grad, lr, n_threads)
+
+
+cdef object batch_loss_gradients(floating[::1] params, floating[::1] grads,
+                                 floating[::1] work, const Py_ssize_t[::1] sizes,
+                                 const int[::1] acts, int loss, Py_ssize_t B, Batch* batch,
+                                 const int64_t[::1] labels, const floating[:, ::1] Y,
+                                 const floating[::1] weights, bint want_grad, double lr,
+                                 int n_threads):
+    # the body of loss_gradients_step once batch's X (dense or sparse) is set: B rows
     cdef Plan p
-    cdef Py_ssize_t B = X.shape[0]
     cdef double value
     cdef StepResult res
     cdef Buffers buf
-    cdef Batch batch
     cdef Objective obj
     cdef OptStep o
     make_plan(&p, sizes, acts, loss, B, False, n_parts(&sizes[0], sizes.shape[0] - 1, B),
@@ -822,6 +973,11 @@ def loss_gradients_step(floating[::1] params, floating[::1] grads, floating[::1]
         if (params.shape[0] < p.n_params or grads.shape[0] < p.n_params
                 or work.shape[0] < p.work_size or B < 1):
             raise ValueError("loss_gradients_step: buffers too short for the plan")
+        if ((labels.shape[0] > 0 and labels.shape[0] < B)
+                or (Y.shape[0] > 0 and (Y.shape[0] < B or Y.shape[1] != p.sizes[p.n_layers]))
+                or (labels.shape[0] == 0 and Y.shape[0] == 0)
+                or (weights.shape[0] > 0 and weights.shape[0] < B)):
+            raise ValueError("loss_gradients_step: targets or weights of the wrong shape")
         buf.params = &params[0]
         buf.grads = &grads[0]
         buf.state1 = NULL
@@ -830,7 +986,6 @@ def loss_gradients_step(floating[::1] params, floating[::1] grads, floating[::1]
         buf.row_buf = NULL
         buf.label_buf = NULL
         buf.w_buf = NULL
-        batch.X = &X[0, 0]
         batch.labels = &labels[0] if labels.shape[0] > 0 else NULL
         batch.Y = &Y[0, 0] if Y.shape[0] > 0 else NULL
         batch.w = &weights[0] if weights.shape[0] > 0 else NULL
@@ -847,7 +1002,7 @@ def loss_gradients_step(floating[::1] params, floating[::1] grads, floating[::1]
         o.momentum = 0
         o.nesterov = False
         with nogil:
-            value = step(&p, &buf, &batch, &obj, &o, want_grad, n_threads, &res, &params[0])
+            value = step(&p, &buf, batch, &obj, &o, want_grad, n_threads, &res, &params[0])
     finally:
         free_plan(&p)
     if res.bad_input:

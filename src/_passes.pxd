@@ -19,6 +19,7 @@ from libc.string cimport memcpy
 from _plan cimport Plan, part_rows, active_parts
 from _dense cimport dense_forward, weight_gradient, weight_update, input_gradient
 from _losses cimport loss_rows, loss_norm, weight_sum
+from _sparse cimport CsrRows, sparse_forward, sparse_weight_gradient
 from _optim cimport (OptStep, OPT_NONE, OPT_SGD, UPDATE_CHUNK, UPDATE_PARALLEL_MIN, update_chunks,
                      update_chunk)
 
@@ -46,7 +47,8 @@ cdef struct Objective:
 
 cdef struct Batch:
     # A batch's rows, of the step's dtype (pointers to float or double).
-    const void* X                # the rows of X (rows != NULL) or the batch itself
+    const void* X                # the rows of X (rows != NULL) or the batch itself;
+                                 # unused when X is sparse (sp_indptr not NULL)
     const int64_t* labels        # class labels, or NULL (then Y)
     const void* Y                # target rows, or NULL (then labels)
     const void* w                # row weights, or NULL
@@ -54,6 +56,13 @@ cdef struct Batch:
     Py_ssize_t size              # B
     Py_ssize_t n_rows            # rows of X (with rows: each index is checked against it)
     Py_ssize_t n_classes         # labels are checked to lie in [0, n_classes)
+    # A CSR X (_sparse.pxd; sp_indptr NULL: X is dense): its rows as X's, the first
+    # layer's products sparse. sp_scratch holds one slot of sp_scratch_len per part.
+    const void* sp_data
+    const int64_t* sp_indices
+    const int64_t* sp_indptr
+    int64_t* sp_scratch
+    Py_ssize_t sp_scratch_len
 
 
 cdef struct Buffers:
@@ -82,9 +91,11 @@ cdef inline void gather_rows(const Plan* p, floating* work, const floating* X,
                              const floating* Y, const int64_t* rows, Py_ssize_t lo,
                              Py_ssize_t hi) noexcept nogil:
     # the input slot's rows [lo, hi) <- X[rows[i]], and the Y slot's <- Y[rows[i]]
+    # (X NULL: a sparse X, read in place through the row indices)
     cdef Py_ssize_t i, n0 = p.sizes[0], nL = p.sizes[p.n_layers]
     for i in range(lo, hi):
-        memcpy(work + i * n0, X + rows[i] * n0, n0 * sizeof(floating))
+        if X != NULL:
+            memcpy(work + i * n0, X + rows[i] * n0, n0 * sizeof(floating))
         if Y != NULL:
             memcpy(work + p.y_off + i * nL, Y + rows[i] * nL, nL * sizeof(floating))
 
@@ -94,13 +105,26 @@ cdef inline void forward_rows(const Plan* p, const floating* params, floating* w
                               Py_ssize_t hi, int n_threads) noexcept nogil:
     # Rows [lo, hi) of the batch X (B, n0): for each layer Z_l = A_{l-1} W_l + b_l and
     # A_l = f_l(Z_l), into the same rows of the Z and A slots.
+    forward_rows_of(p, params, work, scratch, X, NULL, lo, hi, n_threads)
+
+
+cdef inline void forward_rows_of(const Plan* p, const floating* params, floating* work,
+                                 floating* scratch, const floating* X, const CsrRows* x,
+                                 Py_ssize_t lo, Py_ssize_t hi, int n_threads) noexcept nogil:
+    # forward_rows of a dense X (x NULL) or of a sparse one, x: the batch's rows from its
+    # row lo on (X unused), whose first layer is sparse_forward.
     cdef Py_ssize_t l, N
-    cdef const floating* a_in = X + lo * p.sizes[0]
+    cdef const floating* a_in = X + lo * p.sizes[0] if x == NULL else NULL
     for l in range(p.n_layers):
         N = p.sizes[l + 1]
-        dense_forward(work + p.z_off[l] + lo * N, work + p.a_off[l + 1] + lo * N, a_in,
-                      params + p.w_off[l], params + p.b_off[l], hi - lo, p.sizes[l], N,
-                      p.acts[l], n_threads, scratch)
+        if l == 0 and x != NULL:
+            sparse_forward(work + p.z_off[0] + lo * N, work + p.a_off[1] + lo * N, x,
+                           params + p.w_off[0], params + p.b_off[0], hi - lo, N,
+                           p.acts[0], n_threads)
+        else:
+            dense_forward(work + p.z_off[l] + lo * N, work + p.a_off[l + 1] + lo * N, a_in,
+                          params + p.w_off[l], params + p.b_off[l], hi - lo, p.sizes[l], N,
+                          p.acts[l], n_threads, scratch)
         a_in = work + p.a_off[l + 1] + lo * N
 
 
@@ -108,7 +132,7 @@ cdef inline double rows_pass(const Plan* p, const floating* params, floating* G,
                              floating* work, floating* scratch, const floating* X,
                              const int64_t* labels, const floating* Y, const floating* w,
                              Py_ssize_t lo, Py_ssize_t hi, double scale, double norm,
-                             int n_threads, FusedSgd* sgd) noexcept nogil:
+                             int n_threads, FusedSgd* sgd, const CsrRows* x) noexcept nogil:
     # Rows [lo, hi) of a batch through forward, loss and (G not NULL) backward; returns
     # their share of the loss sum, sum_i r_i l_i (r_i: row weight or 1), which the caller
     # adds to the other parts' and divides by norm. The gradients of these rows go into G
@@ -119,13 +143,23 @@ cdef inline double rows_pass(const Plan* p, const floating* params, floating* G,
     # their slot, so parts never share a row whatever the layers' widths. sgd (not NULL)
     # steps each layer in place of storing its weight gradient (G then holds only the
     # bias gradients), unless the loss is not finite, when nothing is stepped.
+    # x (not NULL): X is sparse, x its batch's rows (_sparse.pxd); layer 0's products are
+    # then the sparse ones (sgd must be NULL).
     cdef Py_ssize_t L = p.n_layers, l, K, N, B = hi - lo, nL = p.sizes[L]
     cdef const floating* a_in
     cdef floating* dz[2]
     cdef double total
+    cdef CsrRows rows_x                  # x from row lo on
+    if x != NULL:
+        rows_x = x[0]
+        if rows_x.rows != NULL:
+            rows_x.rows += lo
+        else:
+            rows_x.first += lo
     dz[0] = work + p.dz_off[0] + lo * p.widest
     dz[1] = work + p.dz_off[1] + lo * p.widest
-    forward_rows(p, params, work, scratch, X, lo, hi, n_threads)
+    forward_rows_of(p, params, work, scratch, X, &rows_x if x != NULL else NULL, lo, hi,
+                    n_threads)
     total = loss_rows(dz[(L - 1) % 2] if G != NULL else NULL,
                       work + p.z_off[L - 1] + lo * nL, work + p.a_off[L] + lo * nL,
                       labels + lo if labels != NULL else NULL,
@@ -136,6 +170,10 @@ cdef inline double rows_pass(const Plan* p, const floating* params, floating* G,
     for l in range(L - 1, -1, -1):
         K = p.sizes[l]
         N = p.sizes[l + 1]
+        if l == 0 and x != NULL:
+            sparse_weight_gradient(G + p.w_off[0], G + p.b_off[0], &rows_x, dz[0], B, K, N,
+                                   n_threads)
+            continue
         a_in = X + lo * K if l == 0 else work + p.a_off[l] + lo * K
         if l > 0:
             # before the weights' step: dZ_{l-1} needs this step's W_l
@@ -167,9 +205,20 @@ cdef inline void part_pass(const Plan* p, const Buffers* buf, const Batch* batch
     cdef const floating* Y = <const floating*>batch.Y
     cdef const floating* w = <const floating*>batch.w
     cdef const int64_t* labels = batch.labels
+    cdef CsrRows x                       # a sparse X's rows (batch.sp_indptr not NULL)
+    if batch.sp_indptr != NULL:
+        x.data = batch.sp_data
+        x.indices = batch.sp_indices
+        x.indptr = batch.sp_indptr
+        x.rows = buf.row_buf if batch.rows != NULL else NULL
+        x.first = 0
+        x.scratch = batch.sp_scratch + part * batch.sp_scratch_len
+        x.scratch_nnz = (batch.sp_scratch_len - p.sizes[0] - 1) // 2
+        X = NULL
     if batch.rows != NULL:
         gather_rows(p, work, X, Y, buf.row_buf, lo, hi)
-        X = work
+        if X != NULL:
+            X = work
         Y = work + p.y_off if Y != NULL else NULL
         labels = buf.label_buf if labels != NULL else NULL
         w = <const floating*>buf.w_buf if w != NULL else NULL
@@ -178,7 +227,8 @@ cdef inline void part_pass(const Plan* p, const Buffers* buf, const Batch* batch
              else work + p.part_grads_off + (part - 1) * p.n_params)
     p.part_loss[part] = rows_pass(p, <const floating*>buf.params, G, work,
                                   work + p.scratch_off + part * p.scratch_len, X, labels, Y,
-                                  w, lo, hi, scale, norm, n_threads, sgd)
+                                  w, lo, hi, scale, norm, n_threads, sgd,
+                                  &x if batch.sp_indptr != NULL else NULL)
 
 
 cdef inline void sgd_chunk(floating* param, const floating* grad, Py_ssize_t n, floating lr,
@@ -369,7 +419,7 @@ cdef inline double step(const Plan* p, const Buffers* buf, const Batch* batch,
     else:
         # one part (its products share tiles among the threads), or one thread
         fused = (p.parts == 1 and stop and o.kind == OPT_SGD and buf.state1 == NULL
-                 and decay == 0)
+                 and decay == 0 and batch.sp_indptr == NULL)
         sgd.lr = o.lr
         sgd.not_finite = False
         for q in range(parts):

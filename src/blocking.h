@@ -37,7 +37,11 @@ enum {
     /* _plan.pxd: row parts of a batch, at most */
     FASTBP_MAX_PARTS = 16,
     /* _plan.pxd: a larger network is one part, its products' tiles shared instead */
-    FASTBP_PARTS_MAX_PARAMS = 1 << 16
+    FASTBP_PARTS_MAX_PARAMS = 1 << 16,
+
+    /* _sparse.pxd: entries ahead whose weight rows the sparse forward product prefetches
+     * (scattered rows: without it each one's loads wait on memory) */
+    FASTBP_SPARSE_PREFETCH_AHEAD = 8
 };
 
 #endif /* FASTBP_BLOCKING_H */

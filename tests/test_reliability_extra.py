@@ -147,9 +147,11 @@ def test_sklearn_bad_shapes_and_types_are_clean_errors(cls):
         _sk_fit(cls, X, y[:-1])
     with pytest.raises(ValueError):
         _sk_fit(cls, [[1.0, 2.0], [3.0]], [0, 1])
-    with pytest.raises(TypeError, match="[Ss]parse"):
-        import scipy.sparse
-        _sk_fit(cls, scipy.sparse.csr_matrix(X), y)
+    import scipy.sparse
+    duplicated = scipy.sparse.csr_matrix(X)   # sparse X is taken, but only canonical
+    duplicated.indices[1] = duplicated.indices[0]
+    with pytest.raises(ValueError, match="sum_duplicates"):
+        _sk_fit(cls, duplicated, y)
 
 
 # -- 3. sanitizers --------------------------------------------------------------------------

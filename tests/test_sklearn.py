@@ -323,8 +323,10 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="features"):
         est.predict(X[:, :3])
     import scipy.sparse
-    with pytest.raises(TypeError, match="[Ss]parse"):
-        MLPClassifier(max_iter=2).fit(scipy.sparse.csr_matrix(X), y)
+    unsorted = scipy.sparse.csr_matrix(X)     # sparse X is taken, but only canonical
+    unsorted.indices[[0, 1]] = unsorted.indices[[1, 0]]
+    with pytest.raises(ValueError, match="sort_indices"):
+        MLPClassifier(max_iter=2).fit(unsorted, y)
 
 
 def test_divergence_is_sklearn_error():

@@ -38,8 +38,10 @@ def test_scikit_learns_mlp_tests_pass(tmp_path):
     root = os.path.dirname(os.path.dirname(fastbp.__file__))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-rfEs",
-         "test_mlp_fastbp.py"],
+        # scikit-learn's conftest gives the module its fixtures (global_random_seed) as
+        # in scikit-learn's own runs
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+         "sklearn.conftest", "-rfEs", "test_mlp_fastbp.py"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=900)
     summary = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
