@@ -97,10 +97,10 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--float32", action="store_true")
     parser.add_argument("--quick", action="store_true",
-                        help="2,000 x 5,000, 2 epochs, one repeat")
+                        help="2,000 x 5,000, 10 epochs, one repeat")
     args = parser.parse_args(argv)
     if args.quick:
-        args.rows, args.features, args.epochs, args.repeats = 2000, 5000, 2, 1
+        args.rows, args.features, args.epochs, args.repeats = 2000, 5000, 10, 1
 
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.model_selection import train_test_split
