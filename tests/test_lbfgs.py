@@ -252,3 +252,41 @@ def test_sklearn_lbfgs_max_fun_and_warm_start():
         ours.fit(X, y)
     assert ours.loss_ < first
     assert not hasattr(ours, "partial_fit")
+
+
+def test_lbfgs_on_sparse_x_is_lbfgs_on_the_dense_x():
+    # the full-batch pass takes a CSR X through the sparse first layer: the same run as on
+    # the dense X to rounding (float64; sums of at most 40 products differ in order only)
+    sp = pytest.importorskip("scipy.sparse")
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((150, 40)) * (rng.random((150, 40)) < 0.1)
+    y = rng.integers(0, 3, 150)
+    nets = []
+    for data in (X, sp.csr_matrix(X)):
+        net = fastbp.Network([40, 12, 3], activation="tanh", dtype=np.float64, seed=2)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", fastbp.ConvergenceWarning)
+            net.fit(data, y, epochs=15, optimizer=LBFGS(l2=1e-2))
+        nets.append(net)
+    dense, sparse = nets
+    assert dense.optimizer_.n_iter_ == sparse.optimizer_.n_iter_
+    np.testing.assert_allclose(dense.loss_curve_, sparse.loss_curve_, rtol=1e-9)
+    np.testing.assert_allclose(dense._params, sparse._params, rtol=1e-7, atol=1e-10)
+
+
+def test_sklearn_poisson_lbfgs_matches_scikit_learn():
+    rng = np.random.RandomState(0)
+    X = rng.standard_normal((200, 6))
+    y = rng.poisson(np.exp(0.3 * X[:, 0] - 0.2 * X[:, 1]))
+    fitted = []
+    for mod in (fsk, skn):
+        est = mod.MLPRegressor(loss="poisson", solver="lbfgs", hidden_layer_sizes=(8,),
+                               alpha=1e-3, max_iter=15, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(X, y)
+        fitted.append(est)
+    ours, theirs = fitted
+    assert ours.n_iter_ == theirs.n_iter_
+    assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-6)
+    np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-5)
