@@ -791,11 +791,14 @@ cdef class Trainer:
                 with shuffle_lock:
                     with nogil:
                         shuffle_rows(bg, &order[0], n)
-            memcpy(saved_params, self.buf.params, n_params * item)
-            if saved1 != NULL:
-                memcpy(saved1, self.buf.state1, n_params * item)
-            if saved2 != NULL:
-                memcpy(saved2, self.buf.state2, n_params * item)
+            if not self.obj.step_non_finite:
+                # what a diverged epoch rolls back to (an epoch that steps through
+                # non-finite values never does)
+                memcpy(saved_params, self.buf.params, n_params * item)
+                if saved1 != NULL:
+                    memcpy(saved1, self.buf.state1, n_params * item)
+                if saved2 != NULL:
+                    memcpy(saved2, self.buf.state2, n_params * item)
             began = fastbp_now()
             if self.f64:
                 epoch_loop(self, &order[0], n, t, &steps_done[0], None, &r, <double*>NULL)
