@@ -44,6 +44,10 @@ def test_show_config_names_what_runs(capsys):
         assert field in out
 
 
+# The public methods of fastbp.Network and of fastbp.reference.Network.
+_NETWORK_METHODS = ("forward", "loss", "gradients", "train_step", "train_epoch", "fit",
+                    "predict", "save")
+
 # The public objects whose docstrings the numpydoc check below holds. Add a module's
 # objects here once their docstrings have Parameters and Returns sections.
 NUMPYDOC_CHECKED = (
@@ -51,6 +55,8 @@ NUMPYDOC_CHECKED = (
     + [f"fastbp.kernels.{name}" for name in fastbp.kernels.__all__]
     + [f"fastbp.optim.{name}" for name in fastbp.optim.__all__]
     + ["fastbp.optim.make_optimizer", "fastbp.optim.Optimizer.reset"]
+    + ["fastbp.Network", "fastbp.load"]
+    + [f"fastbp.Network.{name}" for name in _NETWORK_METHODS]
 )
 
 
