@@ -57,6 +57,10 @@ NUMPYDOC_CHECKED = (
     + ["fastbp.optim.make_optimizer", "fastbp.optim.Optimizer.reset"]
     + ["fastbp.Network", "fastbp.load"]
     + [f"fastbp.Network.{name}" for name in _NETWORK_METHODS]
+    + [f"fastbp.sklearn.{cls}{member}" for cls in ("MLPClassifier", "MLPRegressor")
+       for member in ("", ".fit", ".partial_fit", ".predict")]
+    + ["fastbp.sklearn.MLPClassifier.predict_proba",
+       "fastbp.sklearn.MLPClassifier.predict_log_proba"]
 )
 
 
@@ -65,6 +69,8 @@ def test_public_docstrings_follow_numpydoc(name):
     """Every parameter documented, a return value described, a docstring at all (the API
     reference is generated from these)."""
     validate = pytest.importorskip("numpydoc.validate").validate
+    if name.startswith("fastbp.sklearn."):
+        pytest.importorskip("sklearn")  # an optional dependency
     errors = [(code, message) for code, message in validate(name)["errors"]
               if code in ("GL08", "PR01", "PR02", "RT01")]
     assert errors == []
