@@ -57,6 +57,8 @@ NUMPYDOC_CHECKED = (
     + ["fastbp.optim.make_optimizer", "fastbp.optim.Optimizer.reset"]
     + ["fastbp.Network", "fastbp.load"]
     + [f"fastbp.Network.{name}" for name in _NETWORK_METHODS]
+    + ["fastbp.reference.Network", "fastbp.reference.load"]
+    + [f"fastbp.reference.Network.{name}" for name in _NETWORK_METHODS]
     + [f"fastbp.sklearn.{cls}{member}" for cls in ("MLPClassifier", "MLPRegressor")
        for member in ("", ".fit", ".partial_fit", ".predict")]
     + ["fastbp.sklearn.MLPClassifier.predict_proba",
