@@ -4,9 +4,9 @@
 
 The estimators take scikit-learn's constructor parameters with their defaults and
 meanings, set the same fitted attributes and follow scikit-learn's training procedure
-step by step (sklearn/neural_network/_multilayer_perceptron.py, BaseMultilayerPerceptron:
-_initialize, _fit, _fit_stochastic, _fit_lbfgs, _update_no_improvement_count and the
-optimizers of _stochastic_optimizers.py): the same initial parameters drawn from the same
+step by step (scikit-learn's BaseMultilayerPerceptron: _initialize, _fit,
+_fit_stochastic, _fit_lbfgs, _update_no_improvement_count, and the optimizers of
+sklearn.neural_network._stochastic_optimizers): the same initial parameters drawn from the same
 random state, the same shuffles and validation split, the same minibatches, update rules,
 learning-rate schedules, stopping rules, early-stopping restore, and the same reported
 losses (the log loss of a probability clipped to [eps, 1 - eps]). A fit that diverges
