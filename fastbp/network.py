@@ -173,9 +173,9 @@ class Network:
 
     ``X`` is a (B, n_0) array of finite real numbers or a scipy CSR or CSC matrix
     (sorted, unique indices; the first layer's products then run sparse). Every input is
-    checked and copied or converted to the network's dtype: bad input raises ValueError
-    or TypeError, naming the argument. Calls from several threads on one network take
-    turns.
+    checked, and converted to the network's dtype where it is not in it: bad input raises
+    ValueError or TypeError naming the argument. Calls from several threads on one
+    network take turns.
 
     Examples
     --------
