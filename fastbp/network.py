@@ -104,32 +104,89 @@ class ParameterList(list):
 
 
 class Network:
-    """A multi-layer perceptron trained by minibatch SGD with compiled, multi-threaded
-    kernels.
+    """A multi-layer perceptron trained by backpropagation in compiled, multi-threaded code.
 
     Parameters
     ----------
     layer_sizes : sequence of int
-        [n_0, n_1, ..., n_L]: inputs, hidden widths, outputs.
-    activation : str or list of str
-        Hidden activation(s): "identity", "relu", "leaky_relu" (slope 0.01), "sigmoid"
-        (alias "logistic"), "tanh", "gelu" (exact, erf). One name, or one per hidden layer.
-    loss : {"cross_entropy", "binary_cross_entropy", "mse", "poisson"}
-        cross_entropy implies a softmax output, binary_cross_entropy a sigmoid output,
-        poisson an exp output (log link) and targets y >= 0; its loss is half the Poisson
-        deviance, y log(y / mu) - y + mu with mu = exp(z), averaged as mse's is.
-    output_activation : str or None
-        Only for loss="mse": any hidden activation name; default "identity".
-    dtype : np.float32 (default) or np.float64
-    seed : int or None
-        Seeds initialization and fit's shuffling (same seed, same run as
-        fastbp.reference.Network).
-    n_threads : int or None
-        None: OMP_NUM_THREADS if set, else OpenMP's maximum (threadpoolctl limits apply)
-        capped at the usable cores, resolved at each call. A positive int caps the threads,
-        -1 means all cores, -2 all but one. Results are bit-identical for any value.
-    init : {"glorot_uniform", "glorot_normal", "he_uniform", "he_normal"}
-        Weight initialization (biases start at zero); default Glorot uniform.
+        ``[n_0, n_1, ..., n_L]``: inputs, hidden widths, outputs; at least two, each >= 1.
+    activation : str or list of str, default="relu"
+        Hidden activation(s): "identity" (alias "linear"), "relu", "leaky_relu" (slope
+        0.01), "sigmoid" (alias "logistic"), "tanh", "gelu" (exact, with erf). One name
+        for every hidden layer, or one per hidden layer.
+    loss : {"cross_entropy", "binary_cross_entropy", "mse", "poisson"}, default="cross_entropy"
+        The loss sets the output activation: softmax (cross_entropy), sigmoid
+        (binary_cross_entropy), exp (poisson: log link, targets y >= 0, loss half the
+        Poisson deviance ``y log(y / mu) - y + mu`` with ``mu = exp(z)``) or
+        `output_activation` (mse). Every loss is a mean over the batch's rows.
+    output_activation : str or None, default=None
+        Only for loss="mse": any hidden activation name; None means "identity".
+    dtype : {np.float32, np.float64}, default=np.float32
+        The precision of the parameters and of every computation.
+    seed : int or None, default=None
+        Seeds the initialization and the shuffling of fit and train_epoch; the same seed
+        gives the same run as ``fastbp.reference.Network``.
+    n_threads : int or None, default=None
+        None: OMP_NUM_THREADS if set, else OpenMP's maximum (threadpoolctl's limits
+        apply), capped at the usable cores, resolved at each call. A positive int caps
+        the threads; -1 means all cores, -2 all but one. Results are bit-identical for
+        every value.
+    init : {"glorot_uniform", "glorot_normal", "he_uniform", "he_normal"}, default="glorot_uniform"
+        Weight initialization; biases start at zero.
+
+    Attributes
+    ----------
+    weights : list of ndarray
+        Per layer, the (n_in, n_out) weight matrix: writable views of the network's
+        parameter buffer (assignment copies into it).
+    biases : list of ndarray
+        Per layer, the (n_out,) bias vector, views as `weights` are.
+    n_threads : int
+        The threads the next call will use.
+    loss_curve_ : list of float
+        The training loss of every epoch of every fit (for L-BFGS, of every iteration).
+    history : dict of str to list, or None
+        The last fit's per-epoch records: "loss", "val_loss", "val_score", "lr",
+        "samples_per_s", "seconds" (None where not measured); None before any fit.
+    optimizer_ : Optimizer or LBFGS or None
+        The optimizer the last fit used (with its state); None before any fit.
+    layer_sizes, activation, dtype, seed, init
+        The checked constructor arguments (activation as a list of canonical names, dtype
+        as an np.dtype).
+    loss_name, output_activation : str
+        The loss and the output activation it implies.
+
+    See Also
+    --------
+    fastbp.reference.Network : The same network in plain NumPy, the parity oracle.
+    fastbp.load : Read a network written by `save`.
+
+    Notes
+    -----
+    Targets ``y``, by loss, for a batch of B rows:
+
+    - cross_entropy: integer class labels of shape (B,) in ``[0, n_L)``, or rows of
+      class probabilities of shape (B, n_L);
+    - binary_cross_entropy: a (B, n_L) matrix of values in [0, 1];
+    - mse: a (B, n_L) matrix of finite values, or (B,) when n_L is 1;
+    - poisson: as mse, every value >= 0.
+
+    ``X`` is a (B, n_0) array of finite real numbers or a scipy CSR or CSC matrix
+    (sorted, unique indices; the first layer's products then run sparse). Every input is
+    checked, and converted to the network's dtype where it is not in it: bad input raises
+    ValueError or TypeError naming the argument. Calls from several threads on one
+    network take turns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import fastbp
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(200, 4)).astype(np.float32)
+    >>> y = (X[:, 0] > 0).astype(np.int64)
+    >>> net = fastbp.Network([4, 16, 2], seed=0).fit(X, y, epochs=20, lr=0.1)
+    >>> net.predict(X[:5]).shape
+    (5,)
     """
 
     def __init__(self, layer_sizes, activation="relu", loss="cross_entropy",
@@ -460,9 +517,20 @@ class Network:
     # -- public API --------------------------------------------------------------------
 
     def forward(self, X):
-        """A_L for a batch X of shape (B, n_0): softmax probabilities (cross_entropy),
-        sigmoid probabilities (binary_cross_entropy), the output activation (mse), or the
-        means exp(z) (poisson)."""
+        """The network's output for a batch.
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse CSR or CSC matrix, shape (B, n_0)
+            The batch: finite real numbers, B >= 1.
+
+        Returns
+        -------
+        ndarray, shape (B, n_L)
+            A_L in the network's dtype: softmax probabilities (cross_entropy), sigmoid
+            probabilities (binary_cross_entropy), the output activation (mse) or the means
+            exp(z) (poisson).
+        """
         with self._lock:
             out = self._forward_if_plain(X)
             if out is None:
@@ -504,7 +572,23 @@ class Network:
 
     @_serialized
     def loss(self, X, y, sample_weight=None):
-        """Mean loss over the batch (float); a weighted mean with sample_weight."""
+        """The loss on a batch, without changing the network.
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse CSR or CSC matrix, shape (B, n_0)
+            The batch: finite real numbers, B >= 1.
+        y : array_like, shape (B,) or (B, n_L)
+            The targets; what each loss takes is in the Notes of `Network`.
+        sample_weight : array_like, shape (B,), optional
+            Non-negative finite weights, not all zero.
+
+        Returns
+        -------
+        float
+            The mean loss over the rows (weighted by `sample_weight` when given); no L2
+            penalty.
+        """
         if sample_weight is None:
             X, labels, Y = self._check_Xy(X, y)
             return float(self._run(X, labels, Y, False, 0.0)[0])
@@ -512,7 +596,23 @@ class Network:
 
     @_changes_state
     def gradients(self, X, y):
-        """(dW, db): lists of new arrays shaped like weights and biases."""
+        """The gradients of the batch's mean loss, without changing the parameters.
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse CSR or CSC matrix, shape (B, n_0)
+            The batch: finite real numbers, B >= 1.
+        y : array_like, shape (B,) or (B, n_L)
+            The targets; what each loss takes is in the Notes of `Network`.
+
+        Returns
+        -------
+        dW : list of ndarray
+            Per layer, the gradient with respect to ``weights[l]`` (a new array of its
+            shape).
+        db : list of ndarray
+            Per layer, the gradient with respect to ``biases[l]``.
+        """
         X, labels, Y = self._check_Xy(X, y)
         self._run(X, labels, Y, True, 0.0)  # the gradients land in self._grads
         dW, db = self._views(self._grads)
@@ -520,9 +620,28 @@ class Network:
 
     @_changes_state
     def train_step(self, X, y, lr=0.1):
-        """One SGD step on the batch, in place; returns the loss before the step. A
-        non-finite loss, or a step that would make a parameter non-finite, raises
-        ValueError and leaves the parameters unchanged."""
+        """One plain SGD step on the batch's mean loss, in place.
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse CSR or CSC matrix, shape (B, n_0)
+            The batch: finite real numbers, B >= 1.
+        y : array_like, shape (B,) or (B, n_L)
+            The targets; what each loss takes is in the Notes of `Network`.
+        lr : float, default=0.1
+            The learning rate: positive and finite in the network's dtype.
+
+        Returns
+        -------
+        float
+            The mean loss before the step.
+
+        Raises
+        ------
+        DivergedError
+            The loss is not finite, or the step would make a parameter non-finite; the
+            parameters are left unchanged.
+        """
         X, labels, Y = self._check_Xy(X, y)
         lr = check_lr(lr, self.dtype)
         before = self._params.copy()
@@ -537,14 +656,49 @@ class Network:
     @_training_loop
     def train_epoch(self, X, y, *, optimizer, batch_size=32, order=None, shuffle=True,
                     sample_weight=None, class_weight=None, loss_scale=1.0):
-        """One pass over (X, y) with `optimizer` (a fastbp.optim.SGD or Adam, whose state
-        carries over between calls), in compiled code; the building block of fit and of
-        fastbp.sklearn. Rows are visited in `order` (int row indices; default: a
-        permutation from the network's generator if shuffle, else 0..n-1), in batches of
-        batch_size (the last may be smaller). loss_scale multiplies the data loss and its
-        gradient. Returns an EpochStats (loss, data_loss, penalty, n_samples, seconds); see
-        fastbp._training. A step whose loss or parameters are not finite raises ValueError,
-        the network holding the parameters of the last finite step."""
+        """One pass over (X, y) in minibatches, with a given optimizer.
+
+        The epoch runs in compiled code; it is the building block of `fit` and of
+        fastbp.sklearn.
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse CSR or CSC matrix, shape (n, n_0)
+            The training rows: finite real numbers, n >= 1.
+        y : array_like, shape (n,) or (n, n_L)
+            The targets; what each loss takes is in the Notes of `Network`.
+        optimizer : fastbp.optim.Optimizer
+            An ``optim.SGD`` or ``optim.Adam``; its state carries over between calls.
+            ``optim.LBFGS`` is full-batch: only `fit` takes it.
+        batch_size : int, default=32
+            Rows per step; the last batch of the epoch may be smaller.
+        order : array_like of int, shape (m,), optional
+            The row indices to visit, in order (each in ``[0, n)``). Default: a
+            permutation from the network's generator if `shuffle`, else ``0..n-1``.
+        shuffle : bool, default=True
+            Whether the default order is shuffled.
+        sample_weight : array_like, shape (n,), optional
+            Non-negative finite weights, not all zero: each batch's loss is a weighted
+            mean.
+        class_weight : dict or "balanced", optional
+            Weights per class (cross_entropy with integer labels only): ``{class:
+            weight}`` (missing classes weigh 1) or "balanced" (``n / (n_classes *
+            count(class))``); multiplied into `sample_weight`.
+        loss_scale : float, default=1.0
+            A positive factor on the data loss and its gradient (not on the penalty).
+
+        Returns
+        -------
+        EpochStats
+            A named tuple: loss (mean over rows of each batch's scaled loss plus
+            penalty), data_loss (without penalty and scale), penalty, n_samples, seconds.
+
+        Raises
+        ------
+        DivergedError
+            A step's loss or a parameter is not finite; the network holds the parameters
+            (and the optimizer its state) of the last finite step.
+        """
         from . import optim
         if not isinstance(optimizer, optim.Optimizer):
             raise TypeError(f"optimizer must be a fastbp.optim.Optimizer (SGD or Adam); got {optimizer!r}")
@@ -566,35 +720,96 @@ class Network:
             lr_schedule="constant", power_t=0.5, validation_data=None, validation_split=0.0,
             early_stopping=False, patience=10, min_delta=0.0, sample_weight=None,
             class_weight=None, callbacks=None, verbose=0):
-        """Train for `epochs` passes over (X, y) in minibatches (the last of an epoch may be
-        smaller); each epoch runs in compiled code without the GIL. Returns self.
+        """Train the network on (X, y), starting from its current parameters.
 
-        optimizer: "sgd" (lr default 0.1; momentum, nesterov), "adam" (lr default 0.001;
-        beta1, beta2, epsilon) or a fastbp.optim.Optimizer instance (its own
-        hyperparameters and state). l2: L2 penalty 0.5 * l2 * sum(W**2) on the weights.
-        lr_schedule: "constant"; "invscaling", lr / (samples seen + 1) ** power_t after
-        each epoch; "adaptive", lr / 5 each time the monitored value has not improved by
-        min_delta for `patience` epochs, stopping once lr is at most 1e-6 (scikit-learn's
-        meanings). The monitored value is the validation loss when there is validation
-        data, else the training loss.
-        validation_data=(X_val, y_val[, w_val]) or validation_split (the last fraction of
-        the rows) are scored after every epoch. early_stopping: stop once the monitored
-        value has not improved by min_delta for `patience` epochs, and restore the
-        parameters of the best epoch.
-        sample_weight (n,) and class_weight ({class: weight} or "balanced") weight the
-        loss: a weighted mean over rows.
-        callbacks: callables cb(net, epoch, logs) called after each epoch; logs holds
-        loss, val_loss, val_score, lr, samples_per_s, seconds; returning True stops.
-        verbose: 1 prints progress (a live bar on a terminal, a line per epoch otherwise).
+        Each epoch is one pass over the rows in minibatches (the last may be smaller),
+        run in compiled code without the GIL.
 
-        self.history (this call's per-epoch lists: loss, val_loss, val_score, lr,
-        samples_per_s, seconds) and self.loss_curve_ (every call's epoch losses) record
-        the run; self.optimizer_ is the optimizer used.
+        Parameters
+        ----------
+        X : array_like or scipy.sparse CSR or CSC matrix, shape (n, n_0)
+            The training rows: finite real numbers, n >= 1.
+        y : array_like, shape (n,) or (n, n_L)
+            The targets; what each loss takes is in the Notes of `Network`.
+        epochs : int, default=5
+            Passes over the data (for "lbfgs": the most iterations).
+        batch_size : int, default=32
+            Rows per step.
+        lr : float, optional
+            The learning rate; default 0.1 for "sgd", 0.001 for "adam". Not for "lbfgs".
+        shuffle : bool, default=True
+            Visit the rows in a new order from the network's generator each epoch.
+        optimizer : {"sgd", "adam", "lbfgs"} or optim.Optimizer or optim.LBFGS, default="sgd"
+            "sgd" (with `momentum`, `nesterov`), "adam" (with `beta1`, `beta2`,
+            `epsilon`), "lbfgs" (scipy's full-batch L-BFGS-B; needs scipy), or an
+            instance, used with its own hyperparameters and state (the arguments above
+            then stay at their defaults).
+        momentum : float, default=0.0
+            SGD's momentum, in [0, 1].
+        nesterov : bool, default=False
+            Nesterov momentum for SGD.
+        beta1, beta2, epsilon : float, default=0.9, 0.999, 1e-8
+            Adam's moment decay rates and denominator term.
+        l2 : float, default=0.0
+            L2 penalty ``0.5 * l2 * sum(W**2)`` on the weights (not the biases).
+        lr_schedule : {"constant", "invscaling", "adaptive"}, default="constant"
+            scikit-learn's schedules: "invscaling" sets ``lr / (samples seen + 1) **
+            power_t`` after each epoch; "adaptive" divides lr by 5 each time the monitored
+            value has not improved by `min_delta` for `patience` epochs, and stops once lr
+            is at most 1e-6. The monitored value is the validation loss when there is
+            validation data, else the training loss.
+        power_t : float, default=0.5
+            The exponent of "invscaling".
+        validation_data : tuple, optional
+            ``(X_val, y_val)`` or ``(X_val, y_val, sample_weight_val)``, scored after
+            every epoch.
+        validation_split : float, default=0.0
+            Instead of `validation_data`: the fraction in [0, 1) of the rows, taken from
+            the end before any shuffling, held out for validation.
+        early_stopping : bool, default=False
+            Stop once the monitored value has not improved by `min_delta` for `patience`
+            epochs, and restore the parameters of the best epoch.
+        patience : int, default=10
+            Epochs without improvement before "adaptive" or `early_stopping` acts.
+        min_delta : float, default=0.0
+            The least decrease that counts as an improvement.
+        sample_weight : array_like, shape (n,), optional
+            Non-negative finite weights, not all zero: the loss is a weighted mean.
+        class_weight : dict or "balanced", optional
+            As in `train_epoch`.
+        callbacks : callable or list of callable, optional
+            Each called as ``cb(net, epoch, logs)`` after every epoch, `logs` a dict of
+            that epoch's epoch, loss, val_loss, val_score, lr, samples_per_s and seconds;
+            a callback returning True stops the fit.
+        verbose : int, default=0
+            1 prints progress: a live bar on a terminal, a line per epoch otherwise.
 
-        When a batch's loss or a parameter becomes non-finite (training diverged), fit
-        raises ValueError; the network keeps the parameters of the last finite step.
-        Ctrl-C (KeyboardInterrupt) stops it at the next batch boundary (signals are looked
-        for every 20 ms), with the parameters of the last completed step."""
+        Returns
+        -------
+        Network
+            The network itself, trained; ``self.history``, ``self.loss_curve_`` and
+            ``self.optimizer_`` record the run.
+
+        Raises
+        ------
+        DivergedError
+            A batch's loss or a parameter became non-finite; the network keeps the
+            parameters of the last finite step. A ValueError.
+        ValueError
+            Bad input, or validation data, early stopping, a schedule other than
+            "constant" or callbacks with "lbfgs" (its epochs are iterations over all rows).
+
+        Warns
+        -----
+        ConvergenceWarning
+            "lbfgs" stopped at its iteration or evaluation limit before converging.
+
+        Notes
+        -----
+        Ctrl-C (KeyboardInterrupt) stops a minibatch fit at the next batch boundary
+        (signals are looked for every 20 ms), with the parameters of the last completed
+        step.
+        """
         return _training.fit(
             self, X, y, epochs=epochs, batch_size=batch_size, lr=lr, shuffle=shuffle,
             optimizer=optimizer, momentum=momentum, nesterov=nesterov, beta1=beta1,
@@ -605,8 +820,20 @@ class Network:
             verbose=verbose)
 
     def predict(self, X):
-        """Class labels (cross_entropy), a 0/1 matrix (binary_cross_entropy), or the
-        outputs (mse; poisson: the means exp(z))."""
+        """Predict labels or values for a batch.
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse CSR or CSC matrix, shape (B, n_0)
+            The batch: finite real numbers, B >= 1.
+
+        Returns
+        -------
+        ndarray
+            Class labels, int64 of shape (B,), the argmax of each row (cross_entropy); an
+            int64 0/1 matrix (B, n_L), outputs above 0.5 (binary_cross_entropy); or the
+            outputs of `forward` (mse; poisson: the means exp(z)).
+        """
         out = self.forward(X)
         if self.loss_name == "cross_entropy":
             return out.argmax(axis=1)
@@ -616,9 +843,19 @@ class Network:
 
     @_serialized
     def save(self, path):
-        """Write the network to `path` (str, bytes or os.PathLike): an .npz, no pickle,
-        written to a temporary file that is renamed onto the path (onto a symlink's
-        target), so a reader sees the old file or the new one, never half of one."""
+        """Write the network's configuration and parameters to a file.
+
+        Parameters
+        ----------
+        path : str, bytes or os.PathLike
+            The file: an .npz without pickles, written to a temporary file then renamed
+            onto `path` (onto a symlink's target), so a reader sees the old file or the
+            new one, never half of one.
+
+        See Also
+        --------
+        load : Read it back.
+        """
         _io.save_network(self, path)
 
 
@@ -773,5 +1010,16 @@ class EpochRunner:
 
 
 def load(path):
-    """Read a network written by Network.save (or reference.Network.save)."""
+    """Read a network written by `Network.save` (or ``fastbp.reference.Network.save``).
+
+    Parameters
+    ----------
+    path : str, bytes or os.PathLike
+        The file.
+
+    Returns
+    -------
+    Network
+        A new network with the file's configuration and parameters.
+    """
     return _io.load_network(path, Network)

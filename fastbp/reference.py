@@ -1,4 +1,4 @@
-"""fastbp.reference: the whole of SPEC.md in plain, vectorized NumPy.
+"""fastbp.reference: everything fastbp.Network computes, in plain, vectorized NumPy.
 
 This is the oracle for every parity test and the baseline for every benchmark, so it is
 written the way a careful NumPy user would write it: one array expression per step of the
@@ -95,9 +95,29 @@ def _log_softmax(z):
 
 
 class Network:
-    """A multi-layer perceptron trained by minibatch SGD, in plain NumPy.
+    """A multi-layer perceptron trained by backpropagation, in plain NumPy.
 
-    Same constructor and methods as fastbp.Network; see that class for the details.
+    The parity oracle of `fastbp.Network`: the same constructor, attributes, methods,
+    argument checks, initialization and shuffling, so that with the same seed both start
+    from the same parameters and visit the minibatches in the same order. Needs only
+    NumPy (scipy for the "lbfgs" optimizer).
+
+    Parameters
+    ----------
+    layer_sizes, activation, loss, output_activation, dtype, seed, n_threads, init
+        As `fastbp.Network`'s. `n_threads` is checked and resolved, nothing more: NumPy's
+        BLAS picks its own threads.
+
+    Attributes
+    ----------
+    weights, biases : list of ndarray
+        Per layer, the (n_in, n_out) weight matrix and the (n_out,) bias vector.
+    loss_curve_, history, optimizer_, n_threads
+        As `fastbp.Network`'s.
+
+    See Also
+    --------
+    fastbp.Network : The compiled network.
     """
 
     def __init__(self, layer_sizes, activation="relu", loss="cross_entropy",
@@ -347,18 +367,89 @@ class Network:
         return X, labels, Y
 
     def forward(self, X):
+        """The network's output for a batch, as `fastbp.Network.forward`.
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse CSR or CSC matrix, shape (B, n_0)
+            The batch.
+
+        Returns
+        -------
+        ndarray, shape (B, n_L)
+            The output layer's activations.
+
+        See Also
+        --------
+        fastbp.Network.forward : The compiled twin.
+        """
         return self._forward(self._check_X(X))[1][-1]
 
     def loss(self, X, y, sample_weight=None):
+        """The mean loss on a batch, as `fastbp.Network.loss`.
+
+        Parameters
+        ----------
+        X, y, sample_weight
+            As `fastbp.Network.loss`'s.
+
+        Returns
+        -------
+        float
+            The (weighted) mean loss over the rows; no L2 penalty.
+
+        See Also
+        --------
+        fastbp.Network.loss : The compiled twin.
+        """
         return self._data_loss(self._prepare(X, y, sample_weight))
 
     def gradients(self, X, y):
+        """The gradients of the batch's mean loss, as `fastbp.Network.gradients`.
+
+        Parameters
+        ----------
+        X, y
+            As `fastbp.Network.gradients`'s.
+
+        Returns
+        -------
+        dW : list of ndarray
+            Per layer, the gradient with respect to the weights.
+        db : list of ndarray
+            Per layer, the gradient with respect to the biases.
+
+        See Also
+        --------
+        fastbp.Network.gradients : The compiled twin.
+        """
         X, labels, Y = self._check_Xy(X, y)
         Zs, As = self._forward(X)
         dZ = self._loss_and_output_grad(Zs[-1], As[-1], labels, Y)[1]
         return self._backward(Zs, As, dZ)
 
     def train_step(self, X, y, lr=0.1):
+        """One plain SGD step on the batch, in place, as `fastbp.Network.train_step`.
+
+        Parameters
+        ----------
+        X, y, lr
+            As `fastbp.Network.train_step`'s.
+
+        Returns
+        -------
+        float
+            The mean loss before the step.
+
+        Raises
+        ------
+        DivergedError
+            The loss or a parameter would not be finite; nothing changes.
+
+        See Also
+        --------
+        fastbp.Network.train_step : The compiled twin.
+        """
         X, labels, Y = self._check_Xy(X, y)
         lr = check_lr(lr, self.dtype)
         from . import optim
@@ -369,6 +460,24 @@ class Network:
 
     def train_epoch(self, X, y, *, optimizer, batch_size=32, order=None, shuffle=True,
                     sample_weight=None, class_weight=None, loss_scale=1.0):
+        """One pass over (X, y) in minibatches, as `fastbp.Network.train_epoch`.
+
+        Parameters
+        ----------
+        X, y, optimizer, batch_size, order, shuffle
+            As `fastbp.Network.train_epoch`'s.
+        sample_weight, class_weight, loss_scale
+            As `fastbp.Network.train_epoch`'s.
+
+        Returns
+        -------
+        EpochStats
+            What the epoch measured, as `fastbp.Network.train_epoch`'s.
+
+        See Also
+        --------
+        fastbp.Network.train_epoch : The compiled twin.
+        """
         from . import optim
         if not isinstance(optimizer, optim.Optimizer):
             raise TypeError(f"optimizer must be a fastbp.optim.Optimizer (SGD or Adam); got {optimizer!r}")
@@ -389,6 +498,28 @@ class Network:
             lr_schedule="constant", power_t=0.5, validation_data=None, validation_split=0.0,
             early_stopping=False, patience=10, min_delta=0.0, sample_weight=None,
             class_weight=None, callbacks=None, verbose=0):
+        """Train the network on (X, y), as `fastbp.Network.fit` (the same loop).
+
+        Parameters
+        ----------
+        X, y, epochs, batch_size, lr, shuffle, optimizer, momentum, nesterov
+            As `fastbp.Network.fit`'s.
+        beta1, beta2, epsilon, l2, lr_schedule, power_t, validation_data
+            As `fastbp.Network.fit`'s.
+        validation_split, early_stopping, patience, min_delta, sample_weight
+            As `fastbp.Network.fit`'s.
+        class_weight, callbacks, verbose
+            As `fastbp.Network.fit`'s.
+
+        Returns
+        -------
+        Network
+            The network itself, trained.
+
+        See Also
+        --------
+        fastbp.Network.fit : The compiled twin.
+        """
         return _training.fit(
             self, X, y, epochs=epochs, batch_size=batch_size, lr=lr, shuffle=shuffle,
             optimizer=optimizer, momentum=momentum, nesterov=nesterov, beta1=beta1,
@@ -399,6 +530,23 @@ class Network:
             verbose=verbose)
 
     def predict(self, X):
+        """Predict labels or values for a batch, as `fastbp.Network.predict`.
+
+        Parameters
+        ----------
+        X : array_like or scipy.sparse CSR or CSC matrix, shape (B, n_0)
+            The batch.
+
+        Returns
+        -------
+        ndarray
+            Class labels (cross_entropy), a 0/1 matrix (binary_cross_entropy) or the
+            outputs (mse, poisson).
+
+        See Also
+        --------
+        fastbp.Network.predict : The compiled twin.
+        """
         out = self.forward(X)
         if self.loss_name == "cross_entropy":
             return out.argmax(axis=1)
@@ -407,11 +555,33 @@ class Network:
         return out
 
     def save(self, path):
+        """Write the network to a file, as `fastbp.Network.save` (the same format).
+
+        Parameters
+        ----------
+        path : str, bytes or os.PathLike
+            The file.
+
+        See Also
+        --------
+        fastbp.Network.save : The compiled twin.
+        """
         _io.save_network(self, path)
 
 
 def load(path):
-    """Load a file written by save() into a reference.Network."""
+    """Read a file written by `Network.save` or ``fastbp.Network.save``.
+
+    Parameters
+    ----------
+    path : str, bytes or os.PathLike
+        The file.
+
+    Returns
+    -------
+    Network
+        A new ``fastbp.reference.Network`` with the file's configuration and parameters.
+    """
     return _io.load_network(path, Network)
 
 

@@ -4,9 +4,9 @@
 
 The estimators take scikit-learn's constructor parameters with their defaults and
 meanings, set the same fitted attributes and follow scikit-learn's training procedure
-step by step (sklearn/neural_network/_multilayer_perceptron.py, BaseMultilayerPerceptron:
-_initialize, _fit, _fit_stochastic, _fit_lbfgs, _update_no_improvement_count and the
-optimizers of _stochastic_optimizers.py): the same initial parameters drawn from the same
+step by step (scikit-learn's BaseMultilayerPerceptron: _initialize, _fit,
+_fit_stochastic, _fit_lbfgs, _update_no_improvement_count, and the optimizers of
+sklearn.neural_network._stochastic_optimizers): the same initial parameters drawn from the same
 random state, the same shuffles and validation split, the same minibatches, update rules,
 learning-rate schedules, stopping rules, early-stopping restore, and the same reported
 losses (the log loss of a probability clipped to [eps, 1 - eps]). A fit that diverges
@@ -176,8 +176,7 @@ class _BaseMLP(BaseEstimator):
     Not to be used directly."""
 
     # scikit-learn's constraints (BaseMultilayerPerceptron._parameter_constraints), plus
-    # fastbp's two extras. "lbfgs" is a valid value there, so it is here: fit then
-    # explains that fastbp does not implement it.
+    # fastbp's two extras.
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
         "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
@@ -721,14 +720,14 @@ class _BaseMLP(BaseEstimator):
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
-            The input data (dense; float32 input trains in float32 unless dtype says
-            otherwise).
-        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data; a sparse X is CSR or CSC. float32 input trains in float32
+            unless `dtype` says otherwise.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             The target values (class labels in classification, real numbers in
             regression).
         sample_weight : array-like of shape (n_samples,), default=None
-            Sample weights.
+            Sample weights: non-negative, not all zero.
 
         Returns
         -------
@@ -791,27 +790,54 @@ class _BaseMLP(BaseEstimator):
 
 
 class MLPClassifier(ClassifierMixin, _BaseMLP):
-    """Multi-layer Perceptron classifier trained by fastbp: scikit-learn's
-    sklearn.neural_network.MLPClassifier with its parameters, attributes and training
-    procedure, with each epoch run in fastbp's compiled code.
+    """Multi-layer perceptron classifier: scikit-learn's, trained by fastbp's compiled code.
 
-    Parameters are scikit-learn's (see its documentation), plus:
+    A drop-in for sklearn.neural_network.MLPClassifier: its parameters, fitted attributes
+    and training procedure, with each epoch (or each L-BFGS evaluation) run by fastbp.
 
+    Parameters
+    ----------
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate
+        Every parameter before `n_threads` is scikit-learn's, with its default and
+        meaning (see scikit-learn's documentation of
+        sklearn.neural_network.MLPClassifier). solver="lbfgs" runs scipy's L-BFGS-B
+        as scikit-learn's does.
+    learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose
+        As scikit-learn's.
+    warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction
+        As scikit-learn's.
+    beta_1, beta_2, epsilon, n_iter_no_change, max_fun
+        As scikit-learn's.
     n_threads : int or None, default=None
-        fastbp.Network's thread count: None follows OMP_NUM_THREADS or the usable cores,
-        a positive int caps the threads, -1 all cores, -2 all but one. Results do not
-        depend on it.
-    dtype : None, np.float32 or np.float64, default=None
+        The threads fastbp uses, as ``fastbp.Network``'s `n_threads`: None follows
+        OMP_NUM_THREADS or the usable cores, a positive int caps the threads, -1 means
+        all cores, -2 all but one. Results do not depend on it.
+    dtype : {None, np.float32, np.float64}, default=None
         The training precision; None: float32 when X is float32, else float64.
-
-    solver='lbfgs' is not implemented (a ValueError points to scikit-learn). Sparse X:
-    CSR or CSC.
 
     Attributes
     ----------
-    classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_,
-    t_, coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_,
-    n_outputs_, out_activation_ : as scikit-learn's.
+    classes_
+        As scikit-learn's.
+    loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_
+        As scikit-learn's.
+    coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_
+        As scikit-learn's; ``coefs_`` and ``intercepts_`` are the parameters predictions use.
+    n_outputs_, out_activation_
+        As scikit-learn's.
+
+    See Also
+    --------
+    MLPRegressor : The regressor.
+    fastbp.Network : The network it trains.
+
+    Notes
+    -----
+    The same random_state gives the same initial parameters, shuffles, validation split
+    and minibatches as scikit-learn's; in float64 a fit follows scikit-learn's to
+    rounding. X may be dense or a scipy CSR or CSC matrix (sorted, unique indices).
+    sample_weight must be non-negative and not all zero. The documentation's page
+    "The scikit-learn drop-in" lists every difference.
     """
 
     _loss = "log_loss"
@@ -909,8 +935,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
-            The input data.
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data; a sparse X is CSR or CSC.
 
         Returns
         -------
@@ -927,12 +953,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
-            The input data.
-        y : array-like of shape (n_samples,)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data; a sparse X is CSR or CSC.
+        y : array-like of shape (n_samples,) or (n_samples, n_classes)
             The target values.
         sample_weight : array-like of shape (n_samples,), default=None
-            Sample weights.
+            Sample weights: non-negative, not all zero.
         classes : array of shape (n_classes,), default=None
             Classes across all calls to partial_fit; required on the first call, may be
             omitted afterwards.
@@ -951,12 +977,28 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
 
     def predict_log_proba(self, X):
-        """The log of predict_proba(X)."""
+        """Return the log of probability estimates.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data; a sparse X is CSR or CSC.
+
+        Returns
+        -------
+        log_y_prob : ndarray of shape (n_samples, n_classes)
+            The natural log of `predict_proba`'s result.
+        """
         y_prob = self.predict_proba(X)
         return np.log(y_prob, out=y_prob)
 
     def predict_proba(self, X):
         """Probability estimates.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data; a sparse X is CSR or CSC.
 
         Returns
         -------
@@ -979,20 +1021,56 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
-    """Multi-layer Perceptron regressor trained by fastbp: scikit-learn's
-    sklearn.neural_network.MLPRegressor with its parameters, attributes and training
-    procedure, with each epoch run in fastbp's compiled code.
+    """Multi-layer perceptron regressor: scikit-learn's, trained by fastbp's compiled code.
 
-    Parameters are scikit-learn's (see its documentation), plus n_threads and dtype (as
-    in fastbp.sklearn.MLPClassifier). loss='poisson' trains half the Poisson deviance
-    through an exp output, as scikit-learn does, and refuses a negative y (ValueError).
-    Sparse X: CSR or CSC.
+    A drop-in for sklearn.neural_network.MLPRegressor: its parameters, fitted attributes
+    and training procedure, with each epoch (or each L-BFGS evaluation) run by fastbp.
+
+    Parameters
+    ----------
+    loss : {"squared_error", "poisson"}, default="squared_error"
+        As scikit-learn's: "poisson" trains half the Poisson deviance through an exp
+        output, and y must be non-negative.
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate
+        Every parameter before `n_threads` is scikit-learn's, with its default and
+        meaning (see scikit-learn's documentation of
+        sklearn.neural_network.MLPRegressor). solver="lbfgs" runs scipy's L-BFGS-B
+        as scikit-learn's does.
+    learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose
+        As scikit-learn's.
+    warm_start, momentum, nesterovs_momentum, early_stopping, validation_fraction
+        As scikit-learn's.
+    beta_1, beta_2, epsilon, n_iter_no_change, max_fun
+        As scikit-learn's.
+    n_threads : int or None, default=None
+        The threads fastbp uses, as ``fastbp.Network``'s `n_threads`: None follows
+        OMP_NUM_THREADS or the usable cores, a positive int caps the threads, -1 means
+        all cores, -2 all but one. Results do not depend on it.
+    dtype : {None, np.float32, np.float64}, default=None
+        The training precision; None: float32 when X is float32, else float64.
 
     Attributes
     ----------
-    loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_,
-    coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_,
-    n_outputs_, out_activation_ : as scikit-learn's.
+    loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_
+        As scikit-learn's.
+    coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_
+        As scikit-learn's; ``coefs_`` and ``intercepts_`` are the parameters predictions use.
+    n_outputs_, out_activation_
+        As scikit-learn's.
+
+    See Also
+    --------
+    MLPClassifier : The classifier.
+    fastbp.Network : The network it trains.
+
+    Notes
+    -----
+    The same random_state gives the same initial parameters, shuffles, validation split
+    and minibatches as scikit-learn's; in float64 a fit follows scikit-learn's to
+    rounding. X may be dense or a scipy CSR or CSC matrix (sorted, unique indices).
+    sample_weight must be non-negative and not all zero. A negative y with
+    loss="poisson" is a ValueError (scikit-learn trains on, with NaN losses). The
+    documentation's page "The scikit-learn drop-in" lists every difference.
     """
 
     _parameter_constraints: dict = {
@@ -1063,9 +1141,14 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     def predict(self, X):
         """Predict using the multi-layer perceptron model.
 
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data; a sparse X is CSR or CSC.
+
         Returns
         -------
-        y : ndarray of shape (n_samples, n_outputs)
+        y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
             The predicted values.
         """
         self._is_fitted()
@@ -1078,12 +1161,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
         Parameters
         ----------
-        X : ndarray of shape (n_samples, n_features)
-            The input data.
-        y : ndarray of shape (n_samples,)
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+            The input data; a sparse X is CSR or CSC.
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             The target values.
         sample_weight : array-like of shape (n_samples,), default=None
-            Sample weights.
+            Sample weights: non-negative, not all zero.
 
         Returns
         -------

@@ -1,5 +1,6 @@
-"""SPEC "Bad input": every bad argument is a ValueError or TypeError whose message names the
-argument, for fastbp.Network, fastbp.reference.Network and fastbp.kernels; a failing call
+"""The bad-input rules (docs/guide.md, "Data and dtypes"): every bad argument is a ValueError
+or TypeError whose message names the argument, for fastbp.Network, fastbp.reference.Network
+and fastbp.kernels; a failing call
 never leaves a half-updated network; and the input conversions that must work (int, bool,
 lists, Fortran order, strides, big-endian, another float dtype) give exactly the results of
 the clean C-contiguous input of the network's dtype.
@@ -167,7 +168,7 @@ def test_output_activation_conflicts_with_loss(cls, loss, output_activation):
 @pytest.mark.parametrize("loss, output_activation", [
     ("cross_entropy", "softmax"),
     ("binary_cross_entropy", "sigmoid"),
-    ("binary_cross_entropy", "logistic"),  # SPEC: "sigmoid" (alias "logistic")
+    ("binary_cross_entropy", "logistic"),  # "logistic" is an alias of "sigmoid"
     ("mse", "tanh"),
     ("mse", "logistic"),
 ])
@@ -204,7 +205,7 @@ def test_n_threads_wrong_type(cls, n_threads):
 
 @pytest.mark.parametrize("seed", [-1, -(2**40)])
 def test_negative_seed(cls, seed):
-    # SPEC allows either type; the message must name the argument.
+    # either type is allowed; the message must name the argument.
     with pytest.raises((ValueError, TypeError), match="seed"):
         cls(SIZES, seed=seed)
 

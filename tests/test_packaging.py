@@ -44,6 +44,10 @@ def test_show_config_names_what_runs(capsys):
         assert field in out
 
 
+# The public methods of fastbp.Network and of fastbp.reference.Network.
+_NETWORK_METHODS = ("forward", "loss", "gradients", "train_step", "train_epoch", "fit",
+                    "predict", "save")
+
 # The public objects whose docstrings the numpydoc check below holds. Add a module's
 # objects here once their docstrings have Parameters and Returns sections.
 NUMPYDOC_CHECKED = (
@@ -51,6 +55,14 @@ NUMPYDOC_CHECKED = (
     + [f"fastbp.kernels.{name}" for name in fastbp.kernels.__all__]
     + [f"fastbp.optim.{name}" for name in fastbp.optim.__all__]
     + ["fastbp.optim.make_optimizer", "fastbp.optim.Optimizer.reset"]
+    + ["fastbp.Network", "fastbp.load"]
+    + [f"fastbp.Network.{name}" for name in _NETWORK_METHODS]
+    + ["fastbp.reference.Network", "fastbp.reference.load"]
+    + [f"fastbp.reference.Network.{name}" for name in _NETWORK_METHODS]
+    + [f"fastbp.sklearn.{cls}{member}" for cls in ("MLPClassifier", "MLPRegressor")
+       for member in ("", ".fit", ".partial_fit", ".predict")]
+    + ["fastbp.sklearn.MLPClassifier.predict_proba",
+       "fastbp.sklearn.MLPClassifier.predict_log_proba"]
 )
 
 
@@ -59,6 +71,8 @@ def test_public_docstrings_follow_numpydoc(name):
     """Every parameter documented, a return value described, a docstring at all (the API
     reference is generated from these)."""
     validate = pytest.importorskip("numpydoc.validate").validate
+    if name.startswith("fastbp.sklearn."):
+        pytest.importorskip("sklearn")  # an optional dependency
     errors = [(code, message) for code, message in validate(name)["errors"]
               if code in ("GL08", "PR01", "PR02", "RT01")]
     assert errors == []

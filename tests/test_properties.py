@@ -1,4 +1,5 @@
-"""Property-based tests (hypothesis) of SPEC "Bad input" and of parity with the reference.
+"""Property-based tests (hypothesis) of the bad-input rules (docs/guide.md, "Data and dtypes")
+and of parity with the reference.
 
 Every call of the public API (fastbp.Network's forward / predict / loss / gradients /
 train_step / fit, and each function of fastbp.kernels) is made on inputs drawn at random:
@@ -15,7 +16,7 @@ Each call either
       4 * n_layers * max(sizes) * eps * max(1, scale),
       (for inputs with extreme-but-finite values, above 1e4 after conversion, only the
       finiteness of every result is compared: both may overflow, but the same way), or
-  (b) raises ValueError or TypeError, of a type the SPEC allows for what was wrong with the
+  (b) raises ValueError or TypeError, of a type the rules allow for what was wrong with the
       input (an independent oracle below decides which argument is bad and how), and the
       reference raises the same type; the fastbp network's parameters, loss curve and
       shuffling RNG are then bit-for-bit unchanged (except after a fit that diverged
@@ -80,13 +81,13 @@ def tiny_of(dtype):
 
 
 # ------------------------------------------------------------------------------------------
-# Input cases: a value to pass, what it must behave like, and what the SPEC says about it
+# Input cases: a value to pass, what it must behave like, and what the rules say about it
 # ------------------------------------------------------------------------------------------
 
 class Case:
     """value: what is passed; clean: the same values as a C-contiguous array of the
-    network's dtype (None when the input is invalid); errors: the exception types the SPEC
-    allows (empty: the input is valid); extreme: valid but with values above EXTREME."""
+    network's dtype (None when the input is invalid); errors: the exception types the rules
+    allow (empty: the input is valid); extreme: valid but with values above EXTREME."""
 
     def __init__(self, value, clean, errors, extreme, desc):
         self.value, self.clean, self.errors = value, clean, frozenset(errors)
@@ -493,8 +494,8 @@ def fit_kwargs(draw, method, dtype, B, bad=True):
         kw["lr"] = draw(st.sampled_from(["0.1", True, 1j, [0.1]] + ([None] if method == "train_step" else [])))
         errors.add(TE)
     else:
-        # finite as a Python float, infinite in float32: like X = 1e300, the SPEC's "NaN or
-        # infinite values in lr" for a float32 network; for float64 a legitimate huge step
+        # finite as a Python float, infinite in float32: like X = 1e300, an infinite lr (a
+        # ValueError) for a float32 network; for float64 a legitimate huge step
         kw["lr"] = draw(st.sampled_from([1e39, 1e300]))
         if np.dtype(dtype) == np.float32:
             errors.add(VE)
@@ -1352,8 +1353,8 @@ def test_regression_lr_infinite_in_float32_is_rejected(cls, method, lr):
     the compiled step (and the reference's `self.dtype.type(lr)`) rounds it to inf, and the
     step silently turns every weight with a non-zero gradient into +-inf (0 * inf = NaN
     where a gradient is zero). Like X = 1e300 for a float32 network (a ValueError by
-    test_bad_input.py), this is the SPEC's "infinite values in lr": expected ValueError
-    naming lr and an unchanged network; got: the call returns normally, e.g. train_step
+    test_bad_input.py), this is an infinite lr, which the rules make a ValueError: expected
+    one naming lr and an unchanged network; got: the call returns normally, e.g. train_step
     returns 1.3038 and net.weights[0] is [[inf, -inf, -inf], [inf, -inf, -inf]]."""
     net = cls([2, 3], activation="relu", loss="cross_entropy", dtype=np.float32, seed=0)
     before = snapshot(net)
