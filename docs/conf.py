@@ -37,8 +37,11 @@ templates_path = ["_templates"]  # a class page documents the class's own member
 # scikit-learn's glossary), not fastbp's.
 autodoc_default_options = {
     "members": True,
-    "inherited-members": False,
-    "exclude-members": "set_fit_request,set_partial_fit_request,set_score_request",
+    # fit and partial_fit of fastbp.sklearn's estimators live on their shared private
+    # base: documented on each class; what scikit-learn's own bases give is scikit-learn's
+    "inherited-members": "BaseEstimator,ClassifierMixin,RegressorMixin,object",
+    "exclude-members": ("set_fit_request,set_partial_fit_request,set_score_request,"
+                        "get_metadata_routing"),
 }
 autodoc_typehints = "none"      # the signatures say it; numpydoc's sections give the types
 # numpydoc lists a class's members in its own autosummary table; the API pages list the
