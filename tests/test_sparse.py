@@ -14,6 +14,7 @@ and their use by fastbp.Network, fastbp.reference and fastbp.sklearn.
 5. The caller's arrays changed after validation never reach the kernels.
 """
 
+import os
 import subprocess
 import sys
 import warnings
@@ -414,12 +415,17 @@ def test_scribbling_over_the_callers_arrays_changes_nothing():
     assert net._params.tobytes() == clean._params.tobytes()
 
 
-def test_import_fastbp_needs_no_scipy():
+def test_import_fastbp_needs_no_scipy(tmp_path):
+    # in tmp_path, with the installed (or built) package on the path: a source tree's
+    # fastbp/ in the working directory has no compiled modules
     code = ("import sys; sys.modules['scipy'] = None; import fastbp, numpy as np; "
             "net = fastbp.Network([4, 3, 2], seed=0); "
             "net.fit(np.ones((8, 4)), np.zeros(8, int), epochs=1); "
             "assert 'scipy.sparse' not in sys.modules or sys.modules['scipy'] is None; "
             "print('ok')")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    root = os.path.dirname(os.path.dirname(fastbp.__file__))
+    env = dict(os.environ, PYTHONPATH=root)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, env=env)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
