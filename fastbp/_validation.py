@@ -359,9 +359,16 @@ def check_X(X, n_features, dtype, name="X"):
         raise ValueError(f"{name} is an empty batch (shape {arr.shape}); expected at least one row")
     if arr.shape[1] != n_features:
         raise ValueError(f"{name} must have {n_features} columns; got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr, dtype=dtype)  # also fixes byte order and strides
+    arr = _c_aligned(arr, dtype)
     _check_finite(arr, name)
     return arr
+
+
+def _c_aligned(arr, dtype):
+    """arr as the kernels read it: C-contiguous, native byte order, aligned, of dtype
+    (ascontiguousarray keeps a C-contiguous view at an odd address: that is copied)."""
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    return arr if arr.flags.aligned else arr.copy()
 
 
 def check_targets(y, loss, n_out, n_samples, dtype, name="y"):
@@ -387,7 +394,7 @@ def check_targets(y, loss, n_out, n_samples, dtype, name="y"):
                 f"{name} labels must lie in [0, {n_out}) for {n_out} outputs; "
                 f"got values from {arr.min()} to {arr.max()}"
             )
-        return np.ascontiguousarray(arr, dtype=np.int64), None
+        return _c_aligned(arr, np.int64), None
 
     if arr.ndim == 1 and n_out == 1:
         arr = arr.reshape(-1, 1)
@@ -396,7 +403,7 @@ def check_targets(y, loss, n_out, n_samples, dtype, name="y"):
         if loss == "cross_entropy":
             expected = f"({n_samples},) class labels or {expected} probability rows"
         raise ValueError(f"{name} must have shape {expected}; got shape {arr.shape}")
-    Y = np.ascontiguousarray(arr, dtype=dtype)
+    Y = _c_aligned(arr, dtype)
     _check_finite(Y, name)
     if loss in ("cross_entropy", "binary_cross_entropy") and ((Y < 0).any() or (Y > 1).any()):
         raise ValueError(f"{name} must hold probabilities in [0, 1] for loss={loss!r}")

@@ -1194,3 +1194,30 @@ def test_lr_threshold_of_float32_is_where_the_cast_overflows():
     with pytest.raises(ValueError, match="finite in float32"):
         check_lr(edge, np.float32)
     assert check_lr(edge, np.float64) == edge
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_unaligned_arrays_are_read_as_their_aligned_copies(dtype):
+    # C-contiguous views at an odd address (a byte buffer's slice): the kernels read whole
+    # floats, so the network works on an aligned copy (the sanitizer build flags a
+    # misaligned load), with the results of the aligned data
+    def unaligned(a):
+        raw = np.zeros(a.nbytes + 1, dtype=np.uint8)
+        out = raw[1:].view(a.dtype).reshape(a.shape)
+        out[...] = a
+        assert not out.flags.aligned and out.flags.c_contiguous
+        return out
+
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 5)).astype(dtype)
+    Y = rng.standard_normal((40, 2)).astype(dtype)
+    labels = rng.integers(0, 3, 40).astype(np.int64)
+    for loss, y in (("mse", Y), ("cross_entropy", labels)):
+        n_out = 2 if loss == "mse" else 3
+        a = fastbp.Network([5, 7, n_out], loss=loss, dtype=dtype, seed=0)
+        b = fastbp.Network([5, 7, n_out], loss=loss, dtype=dtype, seed=0)
+        a.fit(unaligned(X), unaligned(y), epochs=2, batch_size=8, shuffle=False)
+        b.fit(X, y, epochs=2, batch_size=8, shuffle=False)
+        assert a._params.tobytes() == b._params.tobytes()
+        np.testing.assert_array_equal(a.forward(unaligned(X)), b.forward(X))
+        assert a.loss(unaligned(X), unaligned(y)) == b.loss(X, y)
