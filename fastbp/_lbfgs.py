@@ -7,6 +7,7 @@ into the network's flat gradient buffer); scipy only sees one flat float64 vecto
 scipy is needed only here, and imported only when L-BFGS is used.
 """
 
+import contextlib
 import warnings
 
 import numpy as np
@@ -78,18 +79,45 @@ class FullBatch:
         return value * self.value_factor + penalty, g
 
 
-def minimize(objective, x0, *, max_iter, max_fun, tol, verbose=False, callback=None):
+_BLAS_CONTROLLER = []    # [a threadpoolctl ThreadpoolController, or None], made once
+
+
+def _one_blas_thread():
+    """A context in which the process's BLAS libraries (SciPy's, NumPy's) run on one
+    thread, through threadpoolctl when it is installed (scikit-learn depends on it), else
+    no change. The controller is made once, after SciPy's BLAS is loaded (making one
+    costs milliseconds, using it microseconds)."""
+    if not _BLAS_CONTROLLER:
+        try:
+            from threadpoolctl import ThreadpoolController
+            _BLAS_CONTROLLER.append(ThreadpoolController())
+        except Exception:    # not installed, or it cannot inspect this process
+            _BLAS_CONTROLLER.append(None)
+    controller = _BLAS_CONTROLLER[0]
+    if controller is None:
+        return contextlib.nullcontext()
+    return controller.limit(limits=1, user_api="blas")
+
+
+def minimize(objective, x0, *, max_iter, max_fun, tol, verbose=False, callback=None,
+             one_blas_thread=False):
     """scipy's L-BFGS-B on objective(x) -> (f, grad) from x0, with scikit-learn's
     options: at most max_iter iterations and max_fun evaluations, gtol=tol. callback:
-    scipy's callback(intermediate_result), after each iteration."""
+    scipy's callback(intermediate_result), after each iteration.
+
+    one_blas_thread: for an objective that uses no BLAS (FullBatch), the BLAS runs on one
+    thread meanwhile. L-BFGS-B's own work between two evaluations is BLAS on vectors;
+    OpenBLAS's threads for it and fastbp's OpenMP threads (which wait, spinning, for the
+    next evaluation) would compete for the same cores."""
     scipy, optimize = _scipy_optimize()
     options = {"maxfun": int(max_fun), "maxiter": int(max_iter), "gtol": float(tol)}
     version = tuple(int(p) for p in scipy.__version__.split(".")[:2] if p.isdigit())
     if version < (1, 15):
         # iprint was deprecated in scipy 1.15 (verbose output then comes from nowhere)
         options["iprint"] = 1 if verbose else -1
-    return optimize.minimize(objective, x0, method="L-BFGS-B", jac=True, options=options,
-                             callback=callback)
+    with _one_blas_thread() if one_blas_thread else contextlib.nullcontext():
+        return optimize.minimize(objective, x0, method="L-BFGS-B", jac=True,
+                                 options=options, callback=callback)
 
 
 def iterations(result, max_iter, warning=ConvergenceWarning):

@@ -350,7 +350,8 @@ def fit_lbfgs(net, data, opt, max_iter, progress):
         progress.message(f"iteration {len(losses)}: loss {losses[-1]:.6g}")
 
     result = _lbfgs.minimize(objective, objective.x0(), max_iter=max_iter,
-                             max_fun=opt.max_fun, tol=opt.tol, callback=after_iteration)
+                             max_fun=opt.max_fun, tol=opt.tol, callback=after_iteration,
+                             one_blas_thread=isinstance(objective, _lbfgs.FullBatch))
     objective.set(result.x)
     opt.n_iter_ = _lbfgs.iterations(result, max_iter)
     opt.n_fun_ = int(result.nfev)

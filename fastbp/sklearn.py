@@ -442,7 +442,7 @@ class _BaseMLP(BaseEstimator):
             objective = self._full_batch(net, X, y, sample_weight)
             result = _lbfgs.minimize(objective, objective.x0(), max_iter=self.max_iter,
                                      max_fun=self.max_fun, tol=self.tol,
-                                     verbose=self.verbose)
+                                     verbose=self.verbose, one_blas_thread=True)
             self.n_iter_ = _lbfgs.iterations(result, self.max_iter, ConvergenceWarning)
             self.loss_ = result.fun
             objective.set(result.x)

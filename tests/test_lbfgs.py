@@ -290,3 +290,29 @@ def test_sklearn_poisson_lbfgs_matches_scikit_learn():
     assert ours.n_iter_ == theirs.n_iter_
     assert ours.loss_ == pytest.approx(theirs.loss_, rel=1e-6)
     np.testing.assert_allclose(ours.predict(X), theirs.predict(X), rtol=1e-5)
+
+
+def test_blas_on_one_thread_during_the_minimize_only():
+    # fastbp's objective uses no BLAS; SciPy's L-BFGS-B work between evaluations does, and
+    # its threads would compete with fastbp's: one BLAS thread meanwhile, restored after
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from fastbp import _lbfgs
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpoolctl.threadpool_info()
+                if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    seen = []
+
+    def objective(x):
+        seen.append(blas_threads())
+        return float(x @ x), 2 * x
+
+    _lbfgs.minimize(objective, np.ones(5), max_iter=5, max_fun=20, tol=1e-8,
+                    one_blas_thread=True)
+    assert seen and all(all(n == 1 for n in threads) for threads in seen)
+    assert blas_threads() == before
+    seen.clear()
+    _lbfgs.minimize(objective, np.ones(5), max_iter=5, max_fun=20, tol=1e-8)
+    assert seen and all(threads == before for threads in seen)
