@@ -198,9 +198,10 @@ def describe_machine():
                     break
     except OSError:
         pass
-    return (f"fastbp {c['fastbp']}, NumPy {c['numpy']}, {cpu}, {os.cpu_count()} CPUs, "
-            f"SIMD target {c['simd_target_chosen']} (available: {', '.join(c['simd_targets_available'])}), "
-            f"OpenMP {'on' if c['openmp'] else 'off'}")
+    # two lines, each under 80 columns for a short CPU name
+    return (f"fastbp {c['fastbp']}, NumPy {c['numpy']}, {cpu}, {os.cpu_count()} CPUs\n"
+            f"SIMD target {c['simd_target_chosen']} (available: "
+            f"{', '.join(c['simd_targets_available'])}), OpenMP {'on' if c['openmp'] else 'off'}")
 
 
 def format_row(r, peak):

@@ -374,10 +374,10 @@ def run(epochs=50, n_threads=None, datasets=DATASETS, seed=0, chart=None, torch=
             pass
     libraries = ["fastbp", "scikit-learn"] + (["pytorch"] if have_torch else [])
     print(describe_machine())
-    print(f"network: relu hidden layers {HIDDEN}, adam (lr {LEARNING_RATE}), batch {BATCH_SIZE}, "
-          f"alpha {ALPHA}, {epochs} epochs, float64, {n_threads} threads;")
-    print(f"the same initial parameters and minibatches in every library; median of {repeats} "
-          f"fits each")
+    # lines under 80 columns: a narrow terminal wraps nothing
+    print(f"network: relu hidden layers {HIDDEN}, adam (lr {LEARNING_RATE}), batch {BATCH_SIZE},")
+    print(f"alpha {ALPHA}, {epochs} epochs, float64, {n_threads} threads; the same initial")
+    print(f"parameters and minibatches in every library; median of {repeats} fits each")
     with blas_threads(1) as limited:
         if not limited:
             print("threadpoolctl is not installed: scikit-learn's BLAS uses all cores")
