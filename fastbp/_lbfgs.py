@@ -120,9 +120,9 @@ def minimize(objective, x0, *, max_iter, max_fun, tol, verbose=False, callback=N
                                  options=options, callback=callback)
 
 
-def iterations(result, max_iter, warning=ConvergenceWarning):
+def iterations(result, max_iter, warning=ConvergenceWarning, advice=""):
     """The iterations scipy ran (at most max_iter), warning with `warning` when it did not
-    converge, as scikit-learn's _check_optimize_result does."""
+    converge, as scikit-learn's _check_optimize_result does; `advice` ends the message."""
     n_iter = min(int(result.nit), int(max_iter))
     if result.status != 0:
         message = (f"lbfgs failed to converge after {n_iter} iteration(s) "
@@ -130,5 +130,5 @@ def iterations(result, max_iter, warning=ConvergenceWarning):
         if n_iter == max_iter:
             message += ("\nIncrease the number of iterations to improve the convergence "
                         f"(max_iter={max_iter}).")
-        warnings.warn(message, warning, stacklevel=3)
+        warnings.warn(message + advice, warning, stacklevel=3)
     return n_iter

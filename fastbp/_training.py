@@ -20,6 +20,7 @@ import time
 import numpy as np
 
 from . import optim
+from ._common import DivergedError
 from ._validation import check_bool, check_positive_int, check_X, check_targets
 
 Data = collections.namedtuple("Data", "X labels Y weights")
@@ -273,8 +274,8 @@ def fit(net, X, y, *, epochs, batch_size, lr, shuffle, optimizer, momentum, nest
             ("lr_schedule", lr_schedule != "constant"), ("callbacks", bool(callbacks)))
             if given]
         if unused:
-            raise ValueError(f"{', '.join(unused)} do not apply to the full-batch L-BFGS "
-                             "optimizer (fit's epochs are its iterations)")
+            raise ValueError(f"not used by the full-batch L-BFGS optimizer (fit's epochs are "
+                             f"its iterations): {', '.join(unused)}")
         return fit_lbfgs(net, data, opt, epochs, progress=Progress(verbose, epochs))
     train, val = split_validation(net, data, validation_data, validation_split)
     net._bind_optimizer(opt)  # lr for this dtype, state for this network: before any change
@@ -353,6 +354,11 @@ def fit_lbfgs(net, data, opt, max_iter, progress):
                              max_fun=opt.max_fun, tol=opt.tol, callback=after_iteration,
                              one_blas_thread=isinstance(objective, _lbfgs.FullBatch))
     objective.set(result.x)
+    if not np.isfinite(result.fun):
+        # the start is already diverged (scipy stops at once, "ABNORMAL"): as the
+        # minibatch optimizers say it
+        raise DivergedError("training diverged: the L-BFGS objective is not finite at the "
+                            "starting parameters; scale the inputs")
     opt.n_iter_ = _lbfgs.iterations(result, max_iter)
     opt.n_fun_ = int(result.nfev)
     net.optimizer_ = opt

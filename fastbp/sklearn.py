@@ -378,6 +378,12 @@ class _BaseMLP(BaseEstimator):
         self._random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(y, layer_units, X.dtype)
+        elif [c.shape for c in self.coefs_] != list(zip(layer_units[:-1], layer_units[1:])):
+            raise ValueError(
+                "warm_start or partial_fit needs the fitted network's layer sizes: coefs_ "
+                f"has shapes {[c.shape for c in self.coefs_]}, hidden_layer_sizes and the "
+                f"data ask for {list(zip(layer_units[:-1], layer_units[1:]))}; fit with "
+                "warm_start=False to start a new network")
         if self.solver in _STOCHASTIC_SOLVERS:
             self._fit_stochastic(X, y, sample_weight, layer_units, incremental)
         else:
@@ -443,7 +449,10 @@ class _BaseMLP(BaseEstimator):
             result = _lbfgs.minimize(objective, objective.x0(), max_iter=self.max_iter,
                                      max_fun=self.max_fun, tol=self.tol,
                                      verbose=self.verbose, one_blas_thread=True)
-            self.n_iter_ = _lbfgs.iterations(result, self.max_iter, ConvergenceWarning)
+            self.n_iter_ = _lbfgs.iterations(
+                result, self.max_iter, ConvergenceWarning,
+                advice=("\nYou might also want to scale the data as shown in:\n"
+                        "    https://scikit-learn.org/stable/modules/preprocessing.html"))
             self.loss_ = result.fun
             objective.set(result.x)
         self._store_parameters(net)
@@ -1154,7 +1163,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         self._is_fitted()
         return self._output_to_prediction(self._forward(X))
 
-    @available_if(lambda est: est._check_solver())
+    # scikit-learn's MLPRegressor offers partial_fit whatever the solver (its condition
+    # tests the method, never calls it); with lbfgs it runs a whole L-BFGS fit
+    @available_if(lambda est: est._check_solver)
     @_fit_context(prefer_skip_nested_validation=True)
     def partial_fit(self, X, y, sample_weight=None):
         """Update the model with a single iteration over the given data.

@@ -316,3 +316,13 @@ def test_blas_on_one_thread_during_the_minimize_only():
     seen.clear()
     _lbfgs.minimize(objective, np.ones(5), max_iter=5, max_fun=20, tol=1e-8)
     assert seen and all(threads == before for threads in seen)
+
+
+@pytest.mark.parametrize("cls", [fastbp.Network, reference.Network])
+def test_lbfgs_from_a_diverged_start_raises_as_the_minibatch_optimizers(cls):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((50, 4)) * 1e200
+    y = rng.standard_normal((50, 1))
+    net = cls([4, 8, 1], loss="mse", dtype=np.float64, seed=0)
+    with pytest.raises(fastbp.DivergedError, match="not finite"):
+        net.fit(X, y, epochs=5, optimizer="lbfgs")

@@ -274,11 +274,37 @@ def test_import_without_sklearn_says_how_to_install(tmp_path):
     assert "pip install 'fastbp[sklearn]'" in r.stdout and "scikit-learn" in r.stdout
 
 
-def test_partial_fit_only_for_stochastic_solvers():
-    # as in scikit-learn, partial_fit exists only for the stochastic solvers
-    assert not hasattr(MLPClassifier(solver="lbfgs"), "partial_fit")
-    assert not hasattr(MLPRegressor(solver="lbfgs"), "partial_fit")
-    assert hasattr(MLPClassifier(solver="adam"), "partial_fit")
+def test_partial_fit_where_scikit_learn_has_it():
+    # scikit-learn's classifier has partial_fit for the stochastic solvers only; its
+    # regressor for every solver (with lbfgs a whole L-BFGS fit)
+    for solver in ("lbfgs", "sgd", "adam"):
+        for ours, theirs in ((MLPClassifier, skn.MLPClassifier),
+                             (MLPRegressor, skn.MLPRegressor)):
+            assert (hasattr(ours(solver=solver), "partial_fit")
+                    == hasattr(theirs(solver=solver), "partial_fit"))
+    X, y = _data("regression", n=60)
+    fitted = []
+    for cls in (MLPRegressor, skn.MLPRegressor):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            fitted.append(cls(solver="lbfgs", max_iter=10, random_state=0).partial_fit(X, y))
+    assert fitted[0].n_iter_ == fitted[1].n_iter_
+    assert fitted[0].loss_ == pytest.approx(fitted[1].loss_, rel=1e-6)
+
+
+def test_warm_start_with_other_layer_sizes_is_an_error():
+    X, y = _data("regression", n=60)
+    for solver in ("lbfgs", "adam"):
+        est = MLPRegressor(solver=solver, hidden_layer_sizes=(6,), max_iter=3,
+                           warm_start=True, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            est.fit(X, y)
+        before = [c.copy() for c in est.coefs_]
+        est.set_params(hidden_layer_sizes=(3,))
+        with pytest.raises(ValueError, match="layer sizes"):
+            est.fit(X, y)
+        assert all(np.array_equal(a, b) for a, b in zip(est.coefs_, before))
 
 
 def test_same_parameters_as_sklearn():
