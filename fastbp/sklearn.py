@@ -274,16 +274,18 @@ class _BaseMLP(BaseEstimator):
             hidden = [hidden]
         return list(hidden)
 
-    def _get_network(self):
-        """The fastbp.Network that trains and predicts, (re)built when missing (after
-        unpickling) or when its configuration no longer matches the fitted attributes.
-        Its parameters are not loaded here."""
+    def _get_network(self, role="_net"):
+        """The fastbp.Network that trains (role "_net") or predicts ("_predict_net"),
+        (re)built when missing (after unpickling) or when its configuration no longer
+        matches the fitted attributes. Its parameters are not loaded here. Predictions
+        have their own network: loading coefs_ into the one a fit is training (from
+        another thread, between two epochs) would undo the fit's steps."""
         units = tuple(int(u) for u in [self.coefs_[0].shape[0]] + [c.shape[1] for c in self.coefs_])
         loss, _ = self._network_loss()
         dtype = np.dtype(self.coefs_[0].dtype)
         key = (units, self.activation, loss, dtype, self.n_threads)
-        net = getattr(self, "_net", None)
-        if net is None or getattr(self, "_net_key", None) != key:
+        net = getattr(self, role, None)
+        if net is None or getattr(self, role + "_key", None) != key:
             net = Network(list(units), activation=self.activation, loss=loss, dtype=dtype,
                           seed=0, n_threads=self.n_threads)
             # the loss values scikit-learn reports (and stops on) take the log of the
@@ -292,8 +294,8 @@ class _BaseMLP(BaseEstimator):
                        "binary_cross_entropy": _network.LOSS_BINARY_LOG_LOSS_CLIPPED}
             if loss in clipped:
                 net._loss_code = clipped[loss]
-            self._net = net
-            self._net_key = key
+            setattr(self, role, net)
+            setattr(self, role + "_key", key)
         return net
 
     def _load_parameters(self, net):
@@ -309,8 +311,9 @@ class _BaseMLP(BaseEstimator):
         # parameters once, as the plain arrays scikit-learn's estimators hold.
         state = super().__getstate__()
         state = dict(state)
-        state.pop("_net", None)
-        state.pop("_net_key", None)
+        for role in ("_net", "_predict_net"):
+            state.pop(role, None)
+            state.pop(role + "_key", None)
         return state
 
     # -- scikit-learn's _initialize and _init_coef -----------------------------------------
@@ -388,6 +391,8 @@ class _BaseMLP(BaseEstimator):
             self._fit_stochastic(X, y, sample_weight, layer_units, incremental)
         else:
             self._fit_lbfgs(X, y, sample_weight, layer_units)
+        # made here, so that predicting leaves the estimator's attributes as they are
+        self._get_network("_predict_net")
 
         if not all(np.isfinite(w).all() for w in self.coefs_ + self.intercepts_):
             raise ValueError(
@@ -764,9 +769,10 @@ class _BaseMLP(BaseEstimator):
                 return out
             X = validate_data(self, X, reset=False, dtype=(np.float64, np.float32),
                               accept_sparse=_ACCEPT_SPARSE)
-        net = self._get_network()
-        self._load_parameters(net)
-        out = net.forward(X)
+        net = self._get_network("_predict_net")
+        with net._lock:
+            self._load_parameters(net)
+            out = net.forward(X)
         # scikit-learn's products take the wider of the input's and the parameters' dtype
         return out.astype(np.result_type(X.dtype, out.dtype), copy=False)
 
@@ -779,7 +785,7 @@ class _BaseMLP(BaseEstimator):
         if (type(X) is not np.ndarray or "feature_names_in_" in self.__dict__
                 or X.ndim != 2 or X.shape[1] != getattr(self, "n_features_in_", None)):
             return None
-        net = self._get_network()
+        net = self._get_network("_predict_net")
         if X.dtype != net.dtype:
             return None
         with net._lock:

@@ -320,8 +320,8 @@ cdef class Forward:
     cdef int type_num
     cdef void* params
     cdef void* work
-    cdef void* row_scratch        # a row-split pass's GEMM scratch, row_scratch_len a thread
-    cdef Py_ssize_t row_scratch_len
+    cdef void* row_scratch        # a row-split pass's GEMM scratch, a slot a thread
+    cdef Py_ssize_t row_scratch_total
     cdef bint split               # threads take rows, not tiles (splits_rows)
     cdef object arrays            # what params and work point into
     cdef readonly int n_threads
@@ -347,7 +347,8 @@ cdef class Forward:
         if (capacity < 1 or n_threads < 1 or sizes.shape[0] < 2
                 or acts.shape[0] != sizes.shape[0] - 1):
             raise ValueError("Forward: bad sizes, capacity or threads")
-        cdef Py_ssize_t l, L = sizes.shape[0] - 1, share
+        cdef Py_ssize_t L = sizes.shape[0] - 1
+        cdef int nt
         self.split = n_threads > 1 and splits_rows(&sizes_view[0], L)
         # a row-split pass needs no shared tiles: the plan's scratch is one thread's
         make_plan(&self.plan, sizes_view, acts_view, 0, capacity, False, 1,
@@ -355,14 +356,14 @@ cdef class Forward:
         work = np.empty(self.plan.work_size, dtype=dtype)
         self.params = data_of(params, dtype, self.plan.n_params, "params", False)
         self.work = data_of(work, dtype, self.plan.work_size, "work")
-        self.row_scratch_len = 0
+        # rows() runs nt of the n_threads (2 <= nt) with slots for row_share(B, nt) rows,
+        # B <= capacity: room for the largest nt slots of any such nt
+        self.row_scratch_total = 0
         if self.split:
-            share = row_share(capacity, n_threads)
-            for l in range(L):
-                self.row_scratch_len = max(self.row_scratch_len, gemm_scratch_size(
-                    share, sizes_view[l + 1], sizes_view[l], 1))
-        row_scratch = np.empty(n_threads * self.row_scratch_len if self.split else 0,
-                               dtype=dtype)
+            for nt in range(2, n_threads + 1):
+                self.row_scratch_total = max(self.row_scratch_total, nt * row_slot_len(
+                    &self.plan, row_share(capacity, nt)))
+        row_scratch = np.empty(self.row_scratch_total, dtype=dtype)
         self.row_scratch = data_of(row_scratch, dtype, row_scratch.shape[0], "scratch")
         self.arrays = (params, work, row_scratch, sizes, acts)
         self.capacity = capacity
@@ -378,7 +379,7 @@ cdef class Forward:
         # rows through every layer (one parallel region instead of one per layer); each
         # row's arithmetic is the same on any thread, so the bits do not depend on the
         # count.
-        cdef Py_ssize_t t, share, lo, hi
+        cdef Py_ssize_t t, share, lo, hi, slot
         cdef Py_ssize_t L = self.plan.n_layers
         cdef int nt = 1
         if self.split:
@@ -397,6 +398,7 @@ cdef class Forward:
                              self.exp_output)
             return
         share = row_share(B, nt)
+        slot = row_slot_len(&self.plan, share)    # nt slots fit in row_scratch_total
         for t in prange(nt, nogil=True, schedule="static", num_threads=nt):
             lo = t * share
             hi = min(lo + share, B)
@@ -404,11 +406,11 @@ cdef class Forward:
                 if self.f64:
                     forward_into(&self.plan, <const double*>self.params,
                                  <double*>self.work,
-                                 <double*>self.row_scratch + t * self.row_scratch_len,
+                                 <double*>self.row_scratch + t * slot,
                                  <const double*>X, <double*>out, lo, hi, 1, self.exp_output)
                 else:
                     forward_into(&self.plan, <const float*>self.params, <float*>self.work,
-                                 <float*>self.row_scratch + t * self.row_scratch_len,
+                                 <float*>self.row_scratch + t * slot,
                                  <const float*>X, <float*>out, lo, hi, 1, self.exp_output)
 
     def plain(self, X):
@@ -464,6 +466,14 @@ cdef class Forward:
             return
         with nogil:
             self.rows(x, y, B)
+
+
+cdef inline Py_ssize_t row_slot_len(const Plan* p, Py_ssize_t rows) noexcept nogil:
+    # GEMM scratch of one thread taking `rows` rows through every layer on its own
+    cdef Py_ssize_t l, n = 0
+    for l in range(p.n_layers):
+        n = max(n, gemm_scratch_size(rows, p.sizes[l + 1], p.sizes[l], 1))
+    return n
 
 
 cdef inline Py_ssize_t row_share(Py_ssize_t B, int n_threads) noexcept nogil:

@@ -545,3 +545,66 @@ def test_sklearn_two_threads_predicting_at_once():
     for t in threads:
         t.join()
     assert errors == []
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_row_split_forward_uses_fewer_threads_than_it_was_made_for(dtype):
+    # A Forward made for n_threads runs a smaller batch on fewer of them, each thread
+    # taking a larger share of rows: its scratch slots must be sized for that share (they
+    # were sized for capacity / n_threads rows, and neighbours overwrote each other's)
+    rng = np.random.default_rng(0)
+    net = fastbp.Network([200, 200, 10], activation="tanh", dtype=dtype, seed=0, n_threads=1)
+    X = rng.standard_normal((700, 200)).astype(dtype)
+    expected = net.forward(X)
+    for n_threads in (2, 3, 5, 8, 16):
+        for capacity in (210, 300, 700):
+            fwd = _network.Forward(net._params, net._sizes, net._acts, capacity, n_threads)
+            for B in (capacity, capacity - 1, capacity // 2 + 1):
+                Xb = np.ascontiguousarray(X[:B])
+                out = np.empty((B, 10), dtype=dtype)
+                fwd.run(Xb, out)
+                assert out.tobytes() == expected[:B].tobytes(), (n_threads, capacity, B)
+                assert fwd.plain(Xb).tobytes() == expected[:B].tobytes()
+
+
+def test_predicting_during_a_fit_leaves_the_fit_alone():
+    # Another thread predicting while a warm-started fit runs: the predictions load
+    # coefs_ (the fit's start until it ends) into their own network, not into the one
+    # being trained, so the fit ends as it does alone.
+    from fastbp.sklearn import MLPClassifier
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((2000, 20))
+    y = rng.integers(0, 3, 2000)
+
+    def fit(concurrent):
+        est = MLPClassifier(hidden_layer_sizes=(32,), random_state=0, max_iter=1,
+                            early_stopping=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est.fit(X, y)
+            est.set_params(max_iter=30, warm_start=True, tol=0, n_iter_no_change=1000)
+            stop = threading.Event()
+            predictions = []
+
+            def predict():
+                while not stop.is_set():
+                    predictions.append(est.predict_proba(X[:5]))
+                    est.predict(np.asfortranarray(X[:5]))   # the checked path too
+
+            thread = threading.Thread(target=predict)
+            if concurrent:
+                thread.start()
+            try:
+                est.fit(X, y)
+            finally:
+                stop.set()
+                if concurrent:
+                    thread.join()
+        return est, predictions
+
+    alone, _ = fit(False)
+    together, predictions = fit(True)
+    assert predictions
+    assert together.loss_ == alone.loss_
+    for a, b in zip(together.coefs_ + together.intercepts_, alone.coefs_ + alone.intercepts_):
+        assert a.tobytes() == b.tobytes()
