@@ -318,6 +318,7 @@ def test_blas_on_one_thread_during_the_minimize_only():
     assert seen and all(threads == before for threads in seen)
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")   # NumPy's overflow, in the reference
 @pytest.mark.parametrize("cls", [fastbp.Network, reference.Network])
 def test_lbfgs_from_a_diverged_start_raises_as_the_minibatch_optimizers(cls):
     rng = np.random.default_rng(0)
