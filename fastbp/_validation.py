@@ -287,7 +287,8 @@ def check_sparse_X(X, n_features, dtype, name="X"):
         _compressed_arrays(X, name)
         X = X.tocsr()
     indices, indptr = _compressed_arrays(X, name)
-    data = np.array(X.data[:indices.shape[0]], dtype=dtype)
+    with np.errstate(over="ignore"):    # a value past float32's range: the error below
+        data = np.array(X.data[:indices.shape[0]], dtype=dtype)
     _check_finite(data, name)
     return CsrRows(data, indices, indptr, (X.shape[0], n_features))
 
@@ -367,7 +368,8 @@ def check_X(X, n_features, dtype, name="X"):
 def _c_aligned(arr, dtype):
     """arr as the kernels read it: C-contiguous, native byte order, aligned, of dtype
     (ascontiguousarray keeps a C-contiguous view at an odd address: that is copied)."""
-    arr = np.ascontiguousarray(arr, dtype=dtype)
+    with np.errstate(over="ignore"):    # a value past float32's range: check_X's error
+        arr = np.ascontiguousarray(arr, dtype=dtype)
     return arr if arr.flags.aligned else arr.copy()
 
 

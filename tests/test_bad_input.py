@@ -1221,3 +1221,16 @@ def test_unaligned_arrays_are_read_as_their_aligned_copies(dtype):
         assert a._params.tobytes() == b._params.tobytes()
         np.testing.assert_array_equal(a.forward(unaligned(X)), b.forward(X))
         assert a.loss(unaligned(X), unaligned(y)) == b.loss(X, y)
+
+
+@pytest.mark.filterwarnings("error")
+def test_a_value_past_float32s_range_is_the_error_alone():
+    # 1e300 in X for a float32 network: a ValueError, with no NumPy overflow warning
+    # before it (warnings are errors here)
+    net = fastbp.Network([3, 2], dtype=np.float32, seed=0)
+    X = np.array([[1e300, 0.0, 0.0]])
+    with pytest.raises(ValueError, match="infinite"):
+        net.forward(X)
+    sparse = pytest.importorskip("scipy.sparse")
+    with pytest.raises(ValueError, match="infinite"):
+        net.forward(sparse.csr_matrix(X))
