@@ -260,6 +260,13 @@ class Network:
         return float(self._loss_and_output_grad(Zs[-1], As[-1], data.labels, data.Y,
                                                 data.weights)[0])
 
+    def _l2_penalty(self, decay):
+        """0.5 * decay * sum(W**2) over the weights (not the biases), summed in float64."""
+        if not decay:
+            return 0.0
+        return 0.5 * decay * sum(float(np.dot(W.ravel().astype(np.float64), W.ravel()))
+                                 for W in self.weights)
+
     def _full_batch(self, data, l2, l2_per_sample):
         """The objective of a full-batch optimizer over `data` (_FullBatch)."""
         return _FullBatch(self, data, l2, l2_per_sample)
@@ -315,12 +322,8 @@ class Network:
         value, dZ = self._loss_and_output_grad(Zs[-1], As[-1], labels, Y, w, scale)
         if not np.isfinite(value):
             return value, 0.0, 1
-        decay = opt.l2
-        if opt.l2_per_sample and decay:
-            w_sum = X.shape[0] if w is None else w.sum(dtype=np.float64)
-            decay = decay / w_sum if w_sum > 0 else 0.0
-        penalty = 0.5 * decay * sum(float(np.dot(W.ravel().astype(np.float64), W.ravel()))
-                                    for W in self.weights) if decay else 0.0
+        decay = _decay(opt.l2, opt.l2_per_sample, w, X.shape[0])
+        penalty = self._l2_penalty(decay)
         dW, db = self._backward(Zs, As, dZ)
         grads = [g for l in range(len(dW)) for g in (dW[l], db[l])]
         step = self._optimizer_step(grads, opt, decay, lr, opt.t + 1)
@@ -585,6 +588,15 @@ def load(path):
     return _io.load_network(path, Network)
 
 
+def _decay(l2, l2_per_sample, w, n):
+    """The L2 factor of a batch of n rows with row weights w (or None): l2, divided by the
+    weight sum when l2_per_sample (scikit-learn's alpha; 0 when the weights sum to 0)."""
+    if not l2_per_sample or not l2:
+        return l2
+    w_sum = n if w is None else w.sum(dtype=np.float64)
+    return l2 / w_sum if w_sum > 0 else 0.0
+
+
 class _FullBatch:
     """fastbp/_lbfgs.py FullBatch in NumPy: the mean loss over all of `data` plus the L2
     penalty, and its gradient, at x (every parameter in the compiled network's buffer
@@ -592,8 +604,7 @@ class _FullBatch:
 
     def __init__(self, net, data, l2, l2_per_sample):
         self.net, self.data = net, data
-        w_sum = data.X.shape[0] if data.weights is None else data.weights.sum(dtype=np.float64)
-        self.decay = l2 / w_sum if l2_per_sample and w_sum > 0 else (0.0 if l2_per_sample else l2)
+        self.decay = _decay(l2, l2_per_sample, data.weights, data.X.shape[0])
 
     def _arrays(self):
         return [p for W, b in zip(self.net.weights, self.net.biases) for p in (W, b)]
@@ -613,11 +624,8 @@ class _FullBatch:
         Zs, As = net._forward(d.X)
         value, dZ = net._loss_and_output_grad(Zs[-1], As[-1], d.labels, d.Y, d.weights)
         dW, db = net._backward(Zs, As, dZ)
-        penalty = 0.0
+        penalty = net._l2_penalty(self.decay)
         if self.decay:
-            dt = net.dtype.type
-            penalty = 0.5 * self.decay * sum(float(np.dot(W.ravel().astype(np.float64), W.ravel()))
-                                             for W in net.weights)
-            dW = [g + dt(self.decay) * W for g, W in zip(dW, net.weights)]
+            dW = [g + net.dtype.type(self.decay) * W for g, W in zip(dW, net.weights)]
         grads = [g for gW, gb in zip(dW, db) for g in (gW.ravel(), gb)]
         return value + penalty, np.concatenate(grads).astype(np.float64)

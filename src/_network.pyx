@@ -652,7 +652,9 @@ cdef class Trainer:
         cdef OptStep o = self.opt
         cdef Batch batch = self.batch
         cdef double value
-        self.check_epoch(rows, np.zeros(1, dtype=np.int64))
+        # each row index is checked where step() reads it (copy_checked: bad_input)
+        if self.batch.X == NULL:
+            raise ValueError("Trainer: no data bound")
         if rows.shape[0] < 1 or rows.shape[0] > self.capacity:
             raise ValueError("Trainer.loss_gradient: between 1 and capacity rows")
         o.kind = OPT_NONE
